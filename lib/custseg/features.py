@@ -1,0 +1,214 @@
+"""Per-customer behavioural features as of a date D, from the transactions table.
+
+Only transactions dated on or before D are read (`filter_as_of`), so nothing later can influence any
+value. The log is aggregated once to (customer, day) and then once to customer: every feature below is
+an aggregate of day rows, including inter-purchase gaps, which come from each customer's sorted array
+of purchase days rather than a window over every transaction.
+
+Definitions (days are whole calendar days in the input time zone):
+- a purchase day is a day with at least one non-return line; a return is a line with a negative amount;
+- recency_days = D - last purchase day; tenure_days = D - first purchase day;
+  age_at_last_purchase_days = last - first purchase day; repeat_frequency = purchase days - 1
+  (frequency, T and recency of the BTYD summary used by lifetimes / pymc-marketing, in days);
+- a transaction is a distinct transaction id within a day, or a line when the id is missing;
+- spend is net of returns (total_spend) or purchases only (gross_spend); returned_value is the
+  returned amount as a positive number; returned_share = returned_value / gross_spend;
+- gap_mean_days / gap_std_days: mean and population standard deviation of the gaps between
+  consecutive purchase days; null for one-day customers;
+- spend shares per category / channel: each top value's share of gross spend, the rest as 'other';
+- windowed: spend and transactions in the w days ending on D (D - w < day <= D); trend_ratio_90d =
+  net spend in the last 90 days / net spend in the 90 days before (null when that is not positive).
+Customers whose history up to D holds only returns have no purchase day and are left out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from custseg import columns as C
+
+TREND_WINDOW_DAYS = 90
+
+# per (customer, day) helper columns
+_DAY_NET = "day_net"
+_DAY_GROSS = "day_gross"
+_DAY_RETURNED = "day_returned"
+_DAY_LINES = "day_lines"
+_DAY_TXNS = "day_txns"
+_DAY_PURCHASE_TXNS = "day_purchase_txns"
+_DAY_RETURN_TXNS = "day_return_txns"
+_DAY_HAS_PURCHASE = "day_has_purchase"
+_PURCHASE_DAYS = "purchase_days"
+
+
+def _share_col(prefix: str, i: int) -> str:
+    return f"{prefix}_{i}"
+
+
+def filter_as_of(as_of: dt.date) -> Callable[[DataFrame], DataFrame]:
+    """Transactions dated on or before `as_of` (the features' cut-off: nothing later is read)."""
+
+    def transform(df: DataFrame) -> DataFrame:
+        return df.filter(F.col(C.TXN_DATE) <= F.lit(as_of))
+
+    return transform
+
+
+def top_values(df: DataFrame, column: str, n: int) -> list[str]:
+    """The `n` values of `column` with the most gross spend (ties by name), excluding the 'other' key.
+
+    An action, bounded by n: the driver holds n values, never customer-sized data.
+    """
+    rows = (
+        df.filter(F.col(column).isNotNull() & (F.col(column) != C.OTHER_KEY) & (F.col(C.AMOUNT) > 0))
+        .groupBy(column)
+        .agg(F.sum(C.AMOUNT).alias("gross"))
+        .orderBy(F.desc("gross"), F.asc(column))
+        .limit(n)
+        .collect()
+    )
+    return [r[column] for r in rows]
+
+
+def _distinct_count(ids: Column, when: Column) -> tuple[Column, Column]:
+    """Distinct non-null ids among rows where `when` holds, plus rows with no id (each one transaction)."""
+    return F.collect_set(F.when(when, ids)), F.count_if(when & ids.isNull())
+
+
+def with_daily_totals(top_categories: Sequence[str], top_channels: Sequence[str]) -> Callable[[DataFrame], DataFrame]:
+    """One row per (customer, day): net, gross and returned spend, lines, transactions, spend per top value."""
+
+    def transform(df: DataFrame) -> DataFrame:
+        amount, tx = F.col(C.AMOUNT), F.col(C.TRANSACTION_ID)
+        gross = F.when(amount > 0, amount).otherwise(F.lit(0.0))
+        is_return = F.col(C.IS_RETURN)
+        all_ids, all_blank = _distinct_count(tx, F.lit(True))
+        buy_ids, buy_blank = _distinct_count(tx, ~is_return)
+        ret_ids, ret_blank = _distinct_count(tx, is_return)
+        shares = [
+            F.sum(F.when(F.col(col) == F.lit(v), gross).otherwise(F.lit(0.0))).alias(_share_col(col, i))
+            for col, values in ((C.CATEGORY, top_categories), (C.CHANNEL, top_channels))
+            for i, v in enumerate(values)
+        ]
+        daily = df.groupBy(C.CUSTOMER_ID, C.TXN_DATE).agg(
+            F.sum(amount).alias(_DAY_NET),
+            F.sum(gross).alias(_DAY_GROSS),
+            F.sum(F.when(is_return, -amount).otherwise(F.lit(0.0))).alias(_DAY_RETURNED),
+            F.count(F.lit(1)).alias(_DAY_LINES),
+            (F.size(all_ids) + all_blank).alias(_DAY_TXNS),
+            (F.size(buy_ids) + buy_blank).alias(_DAY_PURCHASE_TXNS),
+            (F.size(ret_ids) + ret_blank).alias(_DAY_RETURN_TXNS),
+            F.bool_or(~is_return).alias(_DAY_HAS_PURCHASE),
+            *shares,
+        )
+        return daily
+
+    return transform
+
+
+def _gap_std(days: Column, n: Column, mean: Column) -> Column:
+    """Population std of the gaps between consecutive sorted dates; null below two dates."""
+    gaps = F.zip_with(F.slice(days, 2, n - 1), F.slice(days, 1, n - 1), lambda a, b: F.datediff(a, b))
+    sq = F.aggregate(gaps, F.lit(0.0), lambda acc, g: acc + (g - mean) * (g - mean))
+    return F.when(n >= 2, F.sqrt(sq / (n - 1)))
+
+
+def _share_map(prefix: str, values: Sequence[str], gross: Column) -> Column:
+    if not values:
+        return F.lit(None).cast("map<string,double>")
+    parts = [F.col(_share_col(prefix, i)) for i in range(len(values))]
+    other = gross - sum(parts[1:], parts[0])
+    keys = F.array(*[F.lit(v) for v in values], F.lit(C.OTHER_KEY))
+    vals = F.array(*[p / gross for p in parts], F.greatest(other, F.lit(0.0)) / gross)
+    return F.when(gross > 0, F.map_from_arrays(keys, vals))
+
+
+def customer_features(
+    as_of: dt.date,
+    top_categories: Sequence[str] = (),
+    top_channels: Sequence[str] = (),
+    windows_days: Sequence[int] = (30, 90, 365),
+) -> Callable[[DataFrame], DataFrame]:
+    """Transactions (already cut at `as_of`) -> one feature row per customer with a purchase day."""
+    d = F.lit(as_of)
+
+    def in_last(days: int) -> Column:
+        return F.col(C.TXN_DATE) > F.date_sub(d, days)
+
+    def transform(df: DataFrame) -> DataFrame:
+        daily = df.transform(with_daily_totals(top_categories, top_channels))
+        purchase_date = F.when(F.col(_DAY_HAS_PURCHASE), F.col(C.TXN_DATE))
+        prev_trend = (F.col(C.TXN_DATE) <= F.date_sub(d, TREND_WINDOW_DAYS)) & in_last(2 * TREND_WINDOW_DAYS)
+        share_sums = [
+            F.sum(_share_col(col, i)).alias(_share_col(col, i))
+            for col, values in ((C.CATEGORY, top_categories), (C.CHANNEL, top_channels))
+            for i in range(len(values))
+        ]
+        per_customer = daily.groupBy(C.CUSTOMER_ID).agg(
+            F.min(purchase_date).alias(C.FIRST_PURCHASE_DATE),
+            F.max(purchase_date).alias(C.LAST_PURCHASE_DATE),
+            F.array_sort(F.collect_list(purchase_date)).alias(_PURCHASE_DAYS),
+            F.sum(_DAY_TXNS).alias(C.N_TRANSACTIONS),
+            F.sum(_DAY_PURCHASE_TXNS).alias(C.N_PURCHASE_TRANSACTIONS),
+            F.sum(_DAY_RETURN_TXNS).alias(C.N_RETURN_TRANSACTIONS),
+            F.sum(_DAY_LINES).alias(C.N_LINES),
+            F.sum(_DAY_NET).alias(C.TOTAL_SPEND),
+            F.sum(_DAY_GROSS).alias(C.GROSS_SPEND),
+            F.sum(_DAY_RETURNED).alias(C.RETURNED_VALUE),
+            *[F.sum(F.when(in_last(w), F.col(_DAY_NET)).otherwise(F.lit(0.0))).alias(C.spend_last(w))
+              for w in windows_days],
+            *[F.sum(F.when(in_last(w), F.col(_DAY_TXNS)).otherwise(F.lit(0))).alias(C.transactions_last(w))
+              for w in windows_days],
+            F.sum(F.when(in_last(TREND_WINDOW_DAYS), F.col(_DAY_NET)).otherwise(F.lit(0.0))).alias("_trend_last"),
+            F.sum(F.when(prev_trend, F.col(_DAY_NET)).otherwise(F.lit(0.0))).alias(C.SPEND_PREV_90D),
+            *share_sums,
+        ).filter(F.col(C.FIRST_PURCHASE_DATE).isNotNull())
+
+        n_days = F.size(_PURCHASE_DAYS)
+        span = F.datediff(F.col(C.LAST_PURCHASE_DATE), F.col(C.FIRST_PURCHASE_DATE))
+        gap_mean = F.when(n_days >= 2, span / (n_days - 1))
+        n_tx, n_buy = F.col(C.N_TRANSACTIONS), F.col(C.N_PURCHASE_TRANSACTIONS)
+        gross = F.col(C.GROSS_SPEND)
+        prev = F.col(C.SPEND_PREV_90D)
+
+        def ratio(num: Column, den: Column) -> Column:
+            return F.when(den > 0, num / den)
+
+        return per_customer.select(
+            d.alias(C.AS_OF_DATE),
+            C.CUSTOMER_ID,
+            F.datediff(d, F.col(C.LAST_PURCHASE_DATE)).alias(C.RECENCY_DAYS),
+            n_tx.alias(C.N_TRANSACTIONS),
+            n_buy.alias(C.N_PURCHASE_TRANSACTIONS),
+            F.col(C.N_RETURN_TRANSACTIONS),
+            F.col(C.N_LINES),
+            n_days.alias(C.N_PURCHASE_DAYS),
+            (n_days - 1).alias(C.REPEAT_FREQUENCY),
+            F.datediff(d, F.col(C.FIRST_PURCHASE_DATE)).alias(C.TENURE_DAYS),
+            span.alias(C.AGE_AT_LAST_PURCHASE_DAYS),
+            F.col(C.FIRST_PURCHASE_DATE),
+            F.col(C.LAST_PURCHASE_DATE),
+            F.col(C.TOTAL_SPEND),
+            gross.alias(C.GROSS_SPEND),
+            F.col(C.RETURNED_VALUE),
+            ratio(F.col(C.TOTAL_SPEND), n_tx).alias(C.AVG_SPEND_PER_TRANSACTION),
+            ratio(gross, n_buy).alias(C.AVG_GROSS_PER_TRANSACTION),
+            (F.col(C.TOTAL_SPEND) / n_days).alias(C.AVG_SPEND_PER_DAY),
+            (gross / n_days).alias(C.AVG_GROSS_PER_DAY),
+            ratio(F.col(C.N_RETURN_TRANSACTIONS), n_tx).alias(C.RETURN_RATE),
+            ratio(F.col(C.RETURNED_VALUE), gross).alias(C.RETURNED_SHARE),
+            gap_mean.cast("double").alias(C.GAP_MEAN_DAYS),
+            _gap_std(F.col(_PURCHASE_DAYS), n_days, gap_mean).alias(C.GAP_STD_DAYS),
+            *[F.col(C.spend_last(w)) for w in windows_days],
+            *[F.col(C.transactions_last(w)).cast("long").alias(C.transactions_last(w)) for w in windows_days],
+            prev.alias(C.SPEND_PREV_90D),
+            ratio(F.col("_trend_last"), prev).alias(C.TREND_RATIO_90D),
+            _share_map(C.CATEGORY, top_categories, gross).alias(C.CATEGORY_SPEND_SHARE),
+            _share_map(C.CHANNEL, top_channels, gross).alias(C.CHANNEL_SPEND_SHARE),
+        )
+
+    return transform
