@@ -19,12 +19,12 @@ from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from custseg import columns as C
-from custseg import features, generate, ingest, sources, tables
+from custseg import features, generate, ingest, profile, segment, sources, tables
 from custseg.config import Config
 
 log = logging.getLogger(__name__)
 
-STAGES = ("ingest", "features")
+STAGES = ("ingest", "features", "segment", "profile")
 
 
 class StageError(RuntimeError):
@@ -247,6 +247,265 @@ def run_features(spark: SparkSession, ctx: RunContext, as_of: dt.date) -> dict[s
     return result
 
 
+# --- segment ------------------------------------------------------------------------------------
+
+def read_features(spark: SparkSession, cfg: Config, as_of: dt.date) -> DataFrame:
+    """One as-of date's customer features, or a clear error when that partition is missing."""
+    path = cfg.table_path(C.TABLE_CUSTOMER_FEATURES)
+    if not tables.exists(spark, path):
+        raise StageError(f"no customer_features table at {path}: run `custseg features --as-of {as_of}` first")
+    df = tables.read(spark, path).filter(F.col(C.AS_OF_DATE) == F.lit(as_of))
+    if df.isEmpty():
+        raise StageError(f"no customer features as of {as_of}: run `custseg features --as-of {as_of}` first")
+    return df
+
+
+def map_keys(df: DataFrame, columns: list[str]) -> dict[str, list[str]]:
+    """The keys present in each share-map column (bounded by the configured top N + 'other')."""
+    out: dict[str, list[str]] = {}
+    for col in columns:
+        if col in df.columns:
+            keys = [r[0] for r in df.select(F.explode(F.map_keys(col))).distinct().collect()]
+            out[col] = sorted(k for k in keys if k != C.OTHER_KEY) + ([C.OTHER_KEY] if C.OTHER_KEY in keys else [])
+    return out
+
+
+def model_path(cfg: Config, as_of: dt.date, run_id: str) -> str:
+    """Versioned location of a run's fitted PipelineModel."""
+    root = cfg["segment.model_root"] or f"{str(cfg['output.root']).rstrip('/')}/models"
+    return f"{root.rstrip('/')}/as_of_date={as_of}/run_id={run_id}"
+
+
+def _usable_specs(feats: DataFrame, cfg: Config) -> tuple[list[segment.FeatureSpec], dict[str, int]]:
+    """Expand the configured features, drop the ones that do not vary, and count non-finite values."""
+    requested = list(cfg["segment.features"]) or list(segment.DEFAULT_FEATURES)
+    unknown = [r for r in requested if r.partition(".")[0] not in feats.columns]
+    if unknown:
+        raise StageError(f"segment.features: not a column of customer_features: {', '.join(unknown)}")
+    specs = segment.feature_specs(requested, map_keys(feats, [c for c in segment.MAP_FEATURES if c in requested
+                                                              or any(r.startswith(c + ".") for r in requested)]))
+    stats = feats.agg(*segment.non_finite_counts(feats, specs)).first().asDict()
+    non_finite = {s.name: int(stats[f"nonfinite__{s.model_col}"]) for s in specs if stats[f"nonfinite__{s.model_col}"]}
+    for name, n in non_finite.items():
+        log.warning("segment: %d customers have a NaN or infinite %s: treated as missing and imputed", n, name)
+    kept = []
+    for s in specs:
+        std = stats[f"std__{s.model_col}"]
+        if std is None or not std > 1e-12:
+            log.warning("segment: feature %s does not vary (std %s): left out of the model", s.name, std)
+        else:
+            kept.append(s)
+    if not kept:
+        raise segment.SegmentationError("no feature varies across customers: nothing to cluster on")
+    return kept, non_finite
+
+
+ROWS_PER_MATRIX_PARTITION = 250_000
+
+
+def run_segment(spark: SparkSession, ctx: RunContext, as_of: dt.date) -> dict[str, Any]:
+    """Preprocess, select a model, fit it on all customers, and write segments and model_selection."""
+    cfg = ctx.cfg
+    seed = cfg["run.seed"]
+    with timed(ctx, "segment"):
+        feats = read_features(spark, cfg, as_of)
+        n_customers = feats.count()
+        if n_customers < 2:
+            raise segment.SegmentationError(f"{n_customers} customer as of {as_of}: at least 2 are needed to segment")
+        specs, non_finite = _usable_specs(feats, cfg)
+        pca = cfg["segment.pca_components"]
+        if pca and pca > len(specs):
+            log.warning("segment: segment.pca_components=%d but only %d features: using %d", pca, len(specs),
+                        len(specs))
+            pca = len(specs)
+        log.info("segment: %d customers, %d model inputs: %s", n_customers, len(specs), ", ".join(s.name for s in specs))
+        prep = segment.preprocessing_pipeline(specs, pca).fit(feats)
+        fcol = segment.clustering_column(pca)
+        # MLlib runs one task per partition per iteration: a few, well-filled partitions are faster
+        target = max(spark.sparkContext.defaultParallelism, n_customers // ROWS_PER_MATRIX_PARTITION)
+        matrix = prep.transform(feats).select(C.CUSTOMER_ID, fcol, C.GROSS_SPEND).coalesce(target).cache()
+        try:
+            result = _select_and_assign(spark, ctx, as_of, matrix, n_customers, fcol, prep, seed)
+        finally:
+            matrix.unpersist()
+        result.update({"model_inputs": [s.name for s in specs], "non_finite_values": non_finite,
+                       "features_version": tables.version(spark, cfg.table_path(C.TABLE_CUSTOMER_FEATURES))})
+    log.info("segment: %s k=%d, silhouette %.4f, sizes %s", result["algorithm"], result["k"],
+             result["silhouette"] if result["silhouette"] is not None else float("nan"), result["segment_sizes"])
+    ctx.results["segment"] = result
+    return result
+
+
+def _select_and_assign(spark: SparkSession, ctx: RunContext, as_of: dt.date, matrix: DataFrame, n_customers: int,
+                       fcol: str, prep: Any, seed: int) -> dict[str, Any]:
+    cfg = ctx.cfg
+    n_starts, max_iter, min_share = cfg["segment.n_starts"], cfg["segment.max_iter"], cfg["segment.min_segment_share"]
+    seeds = [seed + i for i in range(n_starts)]
+    sample_rows = cfg["segment.selection_sample_rows"]
+    sampled = n_customers > sample_rows
+    train = matrix.sample(False, min(1.0, sample_rows / n_customers), seed).cache() if sampled else matrix
+    n_train = train.count() if sampled else n_customers
+    if sampled:
+        log.info("segment: model selection on a seeded sample of %d of %d customers", n_train, n_customers)
+    if cfg["segment.k"] and cfg["segment.algorithm"]:
+        grid = [(cfg["segment.algorithm"], cfg["segment.k"])]
+        log.info("segment: algorithm and k fixed by config: %s k=%d", *grid[0])
+    else:
+        lo, hi = cfg["segment.k_range"]
+        ks = [cfg["segment.k"]] if cfg["segment.k"] else list(range(lo, hi + 1))
+        algos = [cfg["segment.algorithm"]] if cfg["segment.algorithm"] else list(cfg["segment.algorithms"])
+        grid = [(a, k) for a in algos for k in ks]
+    candidates: list[segment.Candidate] = []
+    models: dict[tuple[str, int], Any] = {}
+    try:
+        for algo, k in grid:
+            if k > n_train:
+                c = segment.Candidate(algo, k, outcome=f"skipped: fewer customers ({n_train}) than k")
+                log.warning("segment: %s k=%d skipped: only %d customers", algo, k, n_train)
+                candidates.append(c)
+                continue
+            model, c = segment.fit_and_score(algo, k, train, fcol, seeds, max_iter, min_share)
+            log.info("segment: %-16s k=%-3d silhouette %s cost %.1f smallest %s (%s) %.1f s", algo, k,
+                     f"{c.silhouette:.4f}" if c.silhouette is not None else "-", c.cost or 0.0,
+                     f"{c.min_share:.2%}" if c.min_share is not None else "-", c.outcome, c.fit_seconds)
+            candidates.append(c)
+            models[(algo, k)] = model
+    finally:
+        if sampled:
+            train.unpersist()
+    chosen, why = segment.choose(candidates)
+    _write_model_selection(spark, ctx, as_of, candidates, chosen, n_train)
+    if chosen is None:
+        raise segment.SegmentationError(f"{why}: no segmentation as of {as_of}")
+    chosen.chosen = True
+    log.info("segment: chose %s k=%d (%s)", chosen.algorithm, chosen.k, why)
+    if why.startswith("no candidate met"):
+        log.warning("segment: %s", why)
+    model = models[(chosen.algorithm, chosen.k)]
+    final_sil = chosen.silhouette
+    if sampled:
+        model, final = segment.fit_and_score(chosen.algorithm, chosen.k, matrix, fcol, seeds, max_iter, min_share)
+        final_sil = final.silhouette
+    centers = [list(map(float, c)) for c in model.clusterCenters()]
+    predicted = model.transform(matrix)
+    # order ids by mean gross spend per cluster (k rows)
+    means = {r[0]: r[1] for r in predicted.groupBy(segment.PREDICTION).agg(F.avg(C.GROSS_SPEND)).collect()}
+    ranked = sorted(range(len(centers)), key=lambda i: (-(means.get(i) or 0.0), i))
+    relabel = [0] * len(centers)
+    for rank, idx in enumerate(ranked):
+        relabel[idx] = rank
+    obs = Observation("segments")
+    segments_df = predicted.transform(segment.with_segment_and_distance(centers, relabel, fcol)).select(
+        F.lit(as_of).alias(C.AS_OF_DATE), C.CUSTOMER_ID, C.SEGMENT_ID, C.DISTANCE, F.lit(ctx.run_id).alias(C.RUN_ID)
+    ).observe(obs, F.count(F.lit(1)).alias("rows"))
+    from pyspark.ml import PipelineModel
+
+    path = model_path(cfg, as_of, ctx.run_id)
+    PipelineModel(stages=[*prep.stages, model]).write().overwrite().save(path)
+    tables.replace_partition(segments_df, cfg.table_path(C.TABLE_SEGMENTS), C.AS_OF_DATE, as_of, ctx.run_id)
+    sizes_by_cluster = [int(s) for s in model.summary.clusterSizes]
+    sizes = [0] * len(centers)
+    for idx, size in enumerate(sizes_by_cluster):
+        sizes[relabel[idx]] = size
+    return {
+        "algorithm": chosen.algorithm, "k": chosen.k, "silhouette": final_sil, "cost": chosen.cost,
+        "selection_rule": why, "segment_sizes": sizes, "customers": int(obs.get["rows"]),
+        "selection_sample_rows": n_train, "model_path": path, "candidates": len(candidates),
+    }
+
+
+MODEL_SELECTION_SCHEMA = (
+    f"{C.AS_OF_DATE} date, {C.RUN_ID} string, algorithm string, k int, seed long, cost double, silhouette double, "
+    "cluster_sizes array<long>, n_clusters int, min_share double, fit_seconds double, starts int, "
+    "eligible boolean, chosen boolean, outcome string, sample_rows long"
+)
+
+
+def _write_model_selection(spark: SparkSession, ctx: RunContext, as_of: dt.date,
+                           candidates: list[segment.Candidate], chosen: segment.Candidate | None, n_train: int) -> None:
+    rows = [(as_of, ctx.run_id, c.algorithm, c.k, c.seed, c.cost, c.silhouette, c.cluster_sizes, c.n_clusters,
+             c.min_share, c.fit_seconds, c.starts, c.eligible, c is chosen, c.outcome, n_train) for c in candidates]
+    df = spark.createDataFrame(rows, MODEL_SELECTION_SCHEMA)
+    tables.replace_partition(df, ctx.cfg.table_path(C.TABLE_MODEL_SELECTION), C.AS_OF_DATE, as_of, ctx.run_id)
+
+
+# --- profile ------------------------------------------------------------------------------------
+
+def run_profile(spark: SparkSession, ctx: RunContext, as_of: dt.date) -> dict[str, Any]:
+    """Profile the segments of `as_of` (from the run that wrote them) into segment_profiles."""
+    from pyspark.ml import PipelineModel
+
+    cfg = ctx.cfg
+    with timed(ctx, "profile"):
+        seg_path = cfg.table_path(C.TABLE_SEGMENTS)
+        if not tables.exists(spark, seg_path):
+            raise StageError(f"no segments table at {seg_path}: run `custseg segment --as-of {as_of}` first")
+        segs = tables.read(spark, seg_path).filter(F.col(C.AS_OF_DATE) == F.lit(as_of))
+        first = segs.select(C.RUN_ID).first()
+        if first is None:
+            raise StageError(f"no segments as of {as_of}: run `custseg segment --as-of {as_of}` first")
+        seg_run = first[0]
+        feats = read_features(spark, cfg, as_of)
+        keys = map_keys(feats, sorted(segment.MAP_FEATURES))
+        model = PipelineModel.load(model_path(cfg, as_of, seg_run))
+        imputer = next(s for s in model.stages if type(s).__name__ == "ImputerModel")
+        in_model = list(zip(imputer.getInputCols(), imputer.getOutputCols()))
+        model_space = PipelineModel(stages=model.stages[: model.stages.index(imputer) + 1]).transform(feats)
+        profile_cols = profile.profile_columns(feats, keys)
+        by_model_col = {segment.FeatureSpec(n, "", "", False).model_col: n for n, _ in profile_cols}
+        centre_cols = [(by_model_col.get(m, segment.feature_name(m)), out, segment.feature_name(m) in segment.LOG_FEATURES)
+                       for m, out in in_model]
+        joined = model_space.select(*feats.columns, *[o for _, o in in_model]) \
+            .join(segs.select(C.CUSTOMER_ID, C.SEGMENT_ID), C.CUSTOMER_ID)
+        profiles = joined.transform(
+            profile.segment_profiles(profile_cols, centre_cols, seg_run)
+        ).select(F.lit(as_of).alias(C.AS_OF_DATE), "*")
+        path = cfg.table_path(C.TABLE_SEGMENT_PROFILES)
+        tables.replace_partition(profiles, path, C.AS_OF_DATE, as_of, ctx.run_id)
+        summary = (tables.read(spark, path).filter(F.col(C.AS_OF_DATE) == F.lit(as_of))
+                   .select(C.SEGMENT_ID, "customers", "customer_share", "revenue_share").orderBy(C.SEGMENT_ID)
+                   .collect())  # k + 1 rows
+        result = {"segments": [r.asDict() for r in summary], "segments_run_id": seg_run}
+    ctx.results["profile"] = result
+    return result
+
+
+# --- runs table -----------------------------------------------------------------------------------
+
+RUNS_SCHEMA = (
+    f"{C.RUN_ID} string, {C.AS_OF_DATE} date, started_at timestamp, finished_at timestamp, outcome string, "
+    "error string, stages array<string>, config_json string, config_hash string, seed long, "
+    "table_versions map<string,long>, counts map<string,long>, algorithm string, k int, silhouette double, "
+    "cost double, stage_seconds map<string,double>, model_path string, custseg_version string"
+)
+
+
+def record_run(spark: SparkSession, ctx: RunContext, as_of: dt.date | None, stages: list[str],
+               error: BaseException | None) -> None:
+    """Append one row describing this run (also for failed runs) to the runs table."""
+    import json
+
+    from custseg import __version__
+
+    cfg = ctx.cfg
+    versions = {name: v for name in (C.TABLE_TRANSACTIONS, C.TABLE_CUSTOMER_FEATURES, C.TABLE_SEGMENTS,
+                                     C.TABLE_SEGMENT_PROFILES)
+                if (v := tables.version(spark, cfg.table_path(name))) is not None}
+    counts: dict[str, int] = {}
+    for stage, r in ctx.results.items():
+        for key in ("input", "clean", "quarantined", "duplicates", "customers"):
+            if isinstance(r.get(key), int):
+                counts[f"{stage}.{key}"] = r[key]
+    seg = ctx.results.get("segment", {})
+    row = (ctx.run_id, as_of, ctx.started, dt.datetime.now(dt.timezone.utc),
+           "failed" if error else "succeeded", (str(error).splitlines() or [""])[0][:1000] if error else None,
+           stages, json.dumps(cfg.masked(), default=str), cfg.digest(), cfg["run.seed"], versions, counts,
+           seg.get("algorithm"), seg.get("k"), seg.get("silhouette"), seg.get("cost"),
+           {k: float(v) for k, v in ctx.timings.items()}, seg.get("model_path"), __version__)
+    df = spark.createDataFrame([row], RUNS_SCHEMA)
+    tables.append(df, cfg.table_path(C.TABLE_RUNS), [], ctx.run_id)
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 def table_rows(spark: SparkSession, cfg: Config) -> dict[str, dict[str, Any]]:
@@ -261,14 +520,37 @@ def table_rows(spark: SparkSession, cfg: Config) -> dict[str, dict[str, Any]]:
 
 
 def run_stages(spark: SparkSession, ctx: RunContext, stages: list[str], as_of: dt.date | None) -> dict[str, Any]:
-    """Run the named stages in pipeline order and return the run's summary."""
+    """Run the named stages in pipeline order, record the run (succeeded or failed), return its summary."""
+    state: dict[str, dt.date | None] = {"as_of": as_of}
+    try:
+        summary = _run_stages(spark, ctx, stages, state)
+    except Exception as e:
+        try:
+            record_run(spark, ctx, state["as_of"], stages, e)
+        except Exception:  # the original failure matters more than its record
+            log.warning("could not record the failed run", exc_info=True)
+        raise
+    record_run(spark, ctx, state["as_of"], stages, None)
+    summary["tables"] = table_rows(spark, ctx.cfg)
+    return summary
+
+
+def _run_stages(spark: SparkSession, ctx: RunContext, stages: list[str],
+                state: dict[str, dt.date | None]) -> dict[str, Any]:
+    as_of = state["as_of"]
     if "ingest" in stages:
         run_ingest(spark, ctx)
     if as_of is None and any(s != "ingest" for s in stages):
-        as_of = default_as_of(spark, ctx.cfg)
+        as_of = state["as_of"] = default_as_of(spark, ctx.cfg)
     if "features" in stages:
         assert as_of is not None
         run_features(spark, ctx, as_of)
+    if "segment" in stages:
+        assert as_of is not None
+        run_segment(spark, ctx, as_of)
+    if "profile" in stages:
+        assert as_of is not None
+        run_profile(spark, ctx, as_of)
     return {
         "run_id": ctx.run_id,
         "as_of": str(as_of) if as_of else None,
@@ -276,5 +558,4 @@ def run_stages(spark: SparkSession, ctx: RunContext, stages: list[str], as_of: d
         "timings": ctx.timings,
         "results": ctx.results,
         "output_root": ctx.cfg["output.root"],
-        "tables": table_rows(spark, ctx.cfg),
     }

@@ -1,0 +1,286 @@
+"""Ingest and features end to end through the pipeline functions, writing Delta tables under tmp_path."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from custseg import columns as C
+from custseg import config, pipeline, sources, tables
+from custseg.config import Config
+from custseg.ingest import TRANSACTIONS_SCHEMA
+
+HEADER = "CustomerID,InvoiceNo,InvoiceDate,Quantity,UnitPrice,Category,Channel,Country"
+COLUMNS = [
+    "input.columns.customer_id=CustomerID",
+    "input.columns.transaction_id=InvoiceNo",
+    "input.columns.timestamp=InvoiceDate",
+    "input.columns.quantity=Quantity",
+    "input.columns.unit_price=UnitPrice",
+    "input.columns.category=Category",
+    "input.columns.channel=Channel",
+    "input.columns.country=Country",
+]
+ALL_TABLES = (C.TABLE_TRANSACTIONS, C.TABLE_QUARANTINE, C.TABLE_INGESTED_FILES, C.TABLE_CUSTOMER_FEATURES)
+
+# 10 lines: 4 clean, 1 exact duplicate (same invoice line twice), 5 bad ones, one per reason
+MAIN_LINES = [
+    "00012,INV1,2024-06-01 10:00:00,2,5.00,books,online,UK",
+    "00012,INV1,2024-06-01 10:00:00,1,3.00,toys,online,UK",
+    "00012,INV1,2024-06-01 10:00:00,1,3.00,toys,online,UK",  # duplicate of the line above
+    "00034,INV8,2024-06-01 15:00:00,3,2.00,garden,store,DE",
+    "00034,INV2,2024-06-02 11:00:00,-1,5.00,books,store,DE",  # a return
+    ",INV3,2024-06-02 12:00:00,1,1.00,books,store,UK",  # missing_customer_id
+    "00056,INV4,not-a-date,1,1.00,books,store,UK",  # unparsable_timestamp
+    "00056,INV5,2099-01-01 00:00:00,1,1.00,books,store,UK",  # future_timestamp
+    "00056,INV6,2024-06-03 09:00:00,x,1.00,books,store,UK",  # unparsable_quantity
+    "00056,INV7,2024-06-03 09:30:00,1,,books,store,UK",  # missing_amount
+]
+MAIN_REASONS = {
+    "missing_customer_id": 1,
+    "unparsable_timestamp": 1,
+    "future_timestamp": 1,
+    "unparsable_quantity": 1,
+    "missing_amount": 1,
+}
+
+A_LINES = [
+    "00100,A1,2024-05-01 10:00:00,1,10.00,books,online,UK",
+    "00101,A2,2024-05-02 10:00:00,2,2.50,toys,store,UK",
+]
+B_LINES = [
+    "00100,B1,2024-05-10 10:00:00,1,4.00,books,online,UK",
+    "00102,B2,2024-05-11 10:00:00,1,1.00,toys,store,UK",
+    "00102,B3,bad-date,1,1.00,toys,store,UK",  # unparsable_timestamp
+]
+
+
+def write_csv(path: Path, lines: list[str], header: str = HEADER) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([header, *lines]) + "\n", encoding="utf-8")
+    return path
+
+
+def make_cfg(input_path: Path, root: Path, *extra: str) -> Config:
+    return config.load(None, [f"input.path={input_path}", f"output.root={root}", *COLUMNS, *extra])
+
+
+def count(spark: SparkSession, cfg: Config, table: str) -> int:
+    return tables.read(spark, cfg.table_path(table)).count()
+
+
+def reasons_in_table(spark: SparkSession, cfg: Config) -> dict[str, int]:
+    return {r[C.REASON]: r["n"] for r in tables.read(spark, cfg.table_path(C.TABLE_QUARANTINE))
+            .groupBy(C.REASON).agg(F.count(F.lit(1)).alias("n")).collect()}
+
+
+def assert_no_tables(root: Path) -> None:
+    for table in ALL_TABLES:
+        assert not (root / table).exists(), table
+
+
+# --- overwrite ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def main_ingest(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, dict]:
+    """One overwrite ingest of MAIN_LINES; shared by the overwrite and features tests."""
+    base = tmp_path_factory.mktemp("main")
+    cfg = make_cfg(write_csv(base / "in" / "log.csv", MAIN_LINES), base / "out")
+    try:
+        result = pipeline.run_ingest(spark, pipeline.RunContext(cfg))
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
+    return cfg, result
+
+
+def test_overwrite_ingest_counts(spark: SparkSession, main_ingest: tuple[Config, dict]) -> None:
+    cfg, result = main_ingest
+    assert result["mode"] == "overwrite"
+    assert result["new_files"] == 1
+    assert (result["input"], result["clean"], result["quarantined"], result["duplicates"]) == (10, 4, 5, 1)
+    assert result["input"] == result["clean"] + result["quarantined"] + result["duplicates"]
+    assert result["quarantine_reasons"] == MAIN_REASONS
+
+    assert count(spark, cfg, C.TABLE_TRANSACTIONS) == 4
+    assert reasons_in_table(spark, cfg) == MAIN_REASONS
+    tx = tables.read(spark, cfg.table_path(C.TABLE_TRANSACTIONS)).collect()
+    assert Counter(r[C.CUSTOMER_ID] for r in tx) == {"00012": 2, "00034": 2}  # leading zeros kept
+    assert sorted(r[C.AMOUNT] for r in tx) == [-5.0, 3.0, 6.0, 10.0]
+    assert sorted(r[C.IS_RETURN] for r in tx) == [False, False, False, True]
+    assert sorted(r[C.TXN_DATE] for r in tx) == [dt.date(2024, 6, 1)] * 3 + [dt.date(2024, 6, 2)]
+    manifest = tables.read(spark, cfg.table_path(C.TABLE_INGESTED_FILES)).collect()
+    assert len(manifest) == 1
+    assert manifest[0][C.FILE_PATH].endswith("/in/log.csv")
+
+
+def test_overwrite_ingest_again_replaces_rather_than_adds(spark: SparkSession, main_ingest: tuple[Config, dict]) -> None:
+    cfg, first = main_ingest
+    ctx = pipeline.RunContext(cfg)
+    again = pipeline.run_ingest(spark, ctx)
+    assert (again["input"], again["clean"], again["quarantined"], again["duplicates"]) == (10, 4, 5, 1)
+    assert again["quarantine_reasons"] == MAIN_REASONS
+    assert count(spark, cfg, C.TABLE_TRANSACTIONS) == 4
+    assert reasons_in_table(spark, cfg) == MAIN_REASONS
+    assert count(spark, cfg, C.TABLE_INGESTED_FILES) == 1
+    batches = {r[0] for r in tables.read(spark, cfg.table_path(C.TABLE_TRANSACTIONS)).select(C.INGEST_BATCH).distinct().collect()}
+    assert batches == {ctx.run_id}
+
+
+# --- features partitions ------------------------------------------------------------------------
+
+def test_features_partition_replaced_per_as_of_date(spark: SparkSession, main_ingest: tuple[Config, dict]) -> None:
+    cfg, _ = main_ingest
+    d1, d2 = dt.date(2024, 6, 1), dt.date(2024, 6, 2)
+    path = cfg.table_path(C.TABLE_CUSTOMER_FEATURES)
+
+    def spend_by_customer(as_of: dt.date) -> dict[str, float]:
+        rows = tables.read(spark, path).filter(F.col(C.AS_OF_DATE) == F.lit(as_of)).collect()
+        return {r[C.CUSTOMER_ID]: r[C.TOTAL_SPEND] for r in rows}
+
+    first = pipeline.run_features(spark, pipeline.RunContext(cfg), d1)
+    assert first["customers"] == 2
+    assert first["top_categories"] == ["books", "garden", "toys"]  # gross 10, 6, 3
+    assert count(spark, cfg, C.TABLE_CUSTOMER_FEATURES) == 2
+
+    second = pipeline.run_features(spark, pipeline.RunContext(cfg), d1)
+    assert second["customers"] == 2
+    assert count(spark, cfg, C.TABLE_CUSTOMER_FEATURES) == 2  # replaced, not added
+    assert second["customer_features_version"] == first["customer_features_version"] + 1
+    # as of 06-01: 00012 bought 2 x 5.00 + 1 x 3.00, 00034 bought 3 x 2.00
+    assert spend_by_customer(d1) == {"00012": 13.0, "00034": 6.0}
+
+    pipeline.run_features(spark, pipeline.RunContext(cfg), d2)
+    assert count(spark, cfg, C.TABLE_CUSTOMER_FEATURES) == 4
+    assert spend_by_customer(d1) == {"00012": 13.0, "00034": 6.0}  # untouched
+    assert spend_by_customer(d2) == {"00012": 13.0, "00034": 1.0}  # 00034 returned 5.00 on 06-02
+
+
+def test_features_before_any_transaction_is_a_stage_error(spark: SparkSession, main_ingest: tuple[Config, dict]) -> None:
+    cfg, _ = main_ingest
+    with pytest.raises(pipeline.StageError, match="no transactions on or before 2024-05-31"):
+        pipeline.run_features(spark, pipeline.RunContext(cfg), dt.date(2024, 5, 31))
+
+
+# --- append -------------------------------------------------------------------------------------
+
+def batch_counts(spark: SparkSession, cfg: Config, table: str) -> dict[str, int]:
+    return {r[0]: r[1] for r in tables.read(spark, cfg.table_path(table)).groupBy(C.INGEST_BATCH).count().collect()}
+
+
+def test_append_ingests_only_new_files(spark: SparkSession, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    write_csv(folder / "a.csv", A_LINES)
+    cfg = make_cfg(folder, tmp_path / "out", "ingest.mode=append")
+
+    ctx1 = pipeline.RunContext(cfg)
+    r1 = pipeline.run_ingest(spark, ctx1)
+    assert (r1["new_files"], r1["input"], r1["clean"], r1["quarantined"]) == (1, 2, 2, 0)
+    assert count(spark, cfg, C.TABLE_TRANSACTIONS) == 2
+
+    write_csv(folder / "b.csv", B_LINES)
+    ctx2 = pipeline.RunContext(cfg)
+    r2 = pipeline.run_ingest(spark, ctx2)
+    assert (r2["new_files"], r2["input"], r2["clean"], r2["quarantined"], r2["duplicates"]) == (1, 3, 2, 1, 0)
+    assert r2["quarantine_reasons"] == {"unparsable_timestamp": 1}
+    assert batch_counts(spark, cfg, C.TABLE_TRANSACTIONS) == {ctx1.run_id: 2, ctx2.run_id: 2}
+    tx = tables.read(spark, cfg.table_path(C.TABLE_TRANSACTIONS)).collect()
+    assert sorted((r[C.TRANSACTION_ID], os.path.basename(r[C.SOURCE_FILE])) for r in tx) == [
+        ("A1", "a.csv"), ("A2", "a.csv"), ("B1", "b.csv"), ("B2", "b.csv"),
+    ]
+    assert batch_counts(spark, cfg, C.TABLE_QUARANTINE) == {ctx2.run_id: 1}
+    manifest = tables.read(spark, cfg.table_path(C.TABLE_INGESTED_FILES)).collect()
+    assert sorted(os.path.basename(r[C.FILE_PATH]) for r in manifest) == ["a.csv", "b.csv"]
+
+    version = tables.version(spark, cfg.table_path(C.TABLE_TRANSACTIONS))
+    r3 = pipeline.run_ingest(spark, pipeline.RunContext(cfg))
+    assert (r3["new_files"], r3["input"], r3["clean"]) == (0, 0, 0)
+    assert count(spark, cfg, C.TABLE_TRANSACTIONS) == 4
+    assert count(spark, cfg, C.TABLE_INGESTED_FILES) == 2
+    assert tables.version(spark, cfg.table_path(C.TABLE_TRANSACTIONS)) == version  # no commit at all
+
+
+def test_append_recovers_a_crashed_batch(spark: SparkSession, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    write_csv(folder / "a.csv", A_LINES)
+    cfg = make_cfg(folder, tmp_path / "out", "ingest.mode=append")
+    ctx1 = pipeline.RunContext(cfg)
+    pipeline.run_ingest(spark, ctx1)
+
+    # a run that wrote b.csv's rows to transactions and quarantine, then died before the manifest
+    b_file = write_csv(folder / "b.csv", B_LINES).as_uri()
+    crashed = "crashed-run"
+    rows = [
+        ("00100", "B1", dt.datetime(2024, 5, 10, 10), 4.0, 1.0, 4.0, False, "books", "online", "UK", b_file, crashed,
+         dt.date(2024, 5, 10)),
+        ("00102", "B2", dt.datetime(2024, 5, 11, 10), 1.0, 1.0, 1.0, False, "toys", "store", "UK", b_file, crashed,
+         dt.date(2024, 5, 11)),
+    ]
+    tables.append(spark.createDataFrame(rows, TRANSACTIONS_SCHEMA), cfg.table_path(C.TABLE_TRANSACTIONS), [C.TXN_DATE])
+    quarantine_row = spark.createDataFrame(
+        [("unparsable_timestamp", ["unparsable_timestamp"], {"InvoiceNo": "B3"}, b_file, crashed,
+          dt.datetime(2024, 7, 1), dt.date(2024, 7, 1))],
+        "reason string, reasons array<string>, raw_record map<string,string>, source_file string, "
+        "ingest_batch string, quarantined_at timestamp, quarantine_date date",
+    )
+    tables.append(quarantine_row, cfg.table_path(C.TABLE_QUARANTINE), [C.QUARANTINE_DATE])
+    assert count(spark, cfg, C.TABLE_TRANSACTIONS) == 4
+
+    ctx2 = pipeline.RunContext(cfg)
+    r2 = pipeline.run_ingest(spark, ctx2)
+    assert (r2["new_files"], r2["input"], r2["clean"], r2["quarantined"]) == (1, 3, 2, 1)
+    assert batch_counts(spark, cfg, C.TABLE_TRANSACTIONS) == {ctx1.run_id: 2, ctx2.run_id: 2}
+    assert batch_counts(spark, cfg, C.TABLE_QUARANTINE) == {ctx2.run_id: 1}
+    tx_ids = sorted(r[0] for r in tables.read(spark, cfg.table_path(C.TABLE_TRANSACTIONS)).select(C.TRANSACTION_ID).collect())
+    assert tx_ids == ["A1", "A2", "B1", "B2"]
+
+
+def test_recover_without_manifest_clears_everything(spark: SparkSession, tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path / "none.csv", tmp_path / "out")
+    rows = [("c1", "T1", dt.datetime(2024, 5, 10, 10), 4.0, None, None, False, None, None, None, "f", "orphan",
+             dt.date(2024, 5, 10))]
+    tables.append(spark.createDataFrame(rows, TRANSACTIONS_SCHEMA), cfg.table_path(C.TABLE_TRANSACTIONS), [C.TXN_DATE])
+    pipeline.recover_unfinished_batches(spark, cfg)
+    assert count(spark, cfg, C.TABLE_TRANSACTIONS) == 0
+
+
+# --- bad input: nothing written -----------------------------------------------------------------
+
+def test_missing_mapped_column(spark: SparkSession, tmp_path: Path) -> None:
+    header = "CustomerID,InvoiceNo,InvoiceDate,Quantity,UnitPrice,Category,Country"
+    path = write_csv(tmp_path / "no_channel.csv", ["00012,INV1,2024-06-01 10:00:00,2,5.00,books,UK"], header)
+    cfg = make_cfg(path, tmp_path / "out")
+    with pytest.raises(sources.InputError) as e:
+        pipeline.run_ingest(spark, pipeline.RunContext(cfg))
+    assert str(e.value) == (
+        "input: mapped column not in the log: input.columns.channel='Channel' "
+        "(columns found: CustomerID, InvoiceNo, InvoiceDate, Quantity, UnitPrice, Category, Country)"
+    )
+    assert_no_tables(tmp_path / "out")
+
+
+def test_header_only_input(spark: SparkSession, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "empty.csv", [])
+    cfg = make_cfg(path, tmp_path / "out")
+    with pytest.raises(sources.InputError) as e:
+        pipeline.run_ingest(spark, pipeline.RunContext(cfg))
+    assert str(e.value) == f"input.path: no rows in {path}; nothing was written"
+    assert_no_tables(tmp_path / "out")
+
+
+def test_missing_input_path(spark: SparkSession, tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path / "absent.csv", tmp_path / "out")
+    with pytest.raises(sources.InputError, match=r"^input\.path: nothing found at .*absent\.csv$"):
+        pipeline.run_ingest(spark, pipeline.RunContext(cfg))
+    assert_no_tables(tmp_path / "out")
+
+
+def test_features_without_transactions_table(spark: SparkSession, tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path / "x.csv", tmp_path / "out")
+    with pytest.raises(pipeline.StageError, match="run `custseg ingest` first"):
+        pipeline.run_features(spark, pipeline.RunContext(cfg), dt.date(2024, 6, 1))
