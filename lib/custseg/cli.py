@@ -164,6 +164,14 @@ def _describe(stage: str, r: dict[str, Any]) -> str:
                 + (f"; quarantine: {reasons}" if reasons else ""))
     if stage == "features":
         return f"{r['customers']:,} customers as of {r['as_of']}"
+    if stage == "segment":
+        sil = f"{r['silhouette']:.3f}" if r.get("silhouette") is not None else "n/a"
+        return (f"{r['algorithm']} k={r['k']}, silhouette {sil}, chosen from {r['candidates']} candidates "
+                f"({r['selection_rule']})")
+    if stage == "profile":
+        rows = [f"    segment {p['segment_id']:>2}: {p['customers']:>10,} customers ({p['customer_share']:6.1%}), "
+                f"{(p['revenue_share'] or 0):6.1%} of revenue" for p in r["segments"] if p["segment_id"] >= 0]
+        return "segments (0 = highest spend):\n" + "\n".join(rows)
     return ", ".join(f"{k}={v}" for k, v in r.items() if not isinstance(v, (dict, list)))
 
 

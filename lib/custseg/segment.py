@@ -266,12 +266,13 @@ def with_segment_and_distance(
     relabel_array = F.array(*[F.lit(int(i)) for i in relabel])
 
     def transform(df: DataFrame) -> DataFrame:
-        vec = vector_to_array(F.col(features_col))
-        centre = F.element_at(centre_array, F.col(PREDICTION) + 1)
+        vec = vector_to_array(F.col(features_col))  # a JVM function: no Python worker involved
+        cluster = F.col(PREDICTION).cast("int") + 1
+        centre = F.element_at(centre_array, cluster)
         sq = F.aggregate(F.zip_with(vec, centre, lambda a, b: (a - b) * (a - b)), F.lit(0.0), lambda acc, x: acc + x)
         return df.select(
             F.col(C.CUSTOMER_ID),
-            F.element_at(relabel_array, F.col(PREDICTION) + 1).alias(C.SEGMENT_ID),
+            F.element_at(relabel_array, cluster).alias(C.SEGMENT_ID),
             F.sqrt(sq).alias(C.DISTANCE),
         )
 

@@ -1,0 +1,223 @@
+"""End to end on generated data with planted groups: generate -> ingest -> features -> segment -> profile.
+
+One pipeline run (module fixture) serves most assertions; the determinism test runs segment and profile
+a second time with the same configuration.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyspark.sql import functions as F
+
+from custseg import columns as C
+from custseg import config, pipeline, segment, tables
+
+pytestmark = pytest.mark.e2e
+
+AS_OF = dt.date(2024, 12, 31)
+N_CUSTOMERS = 1500
+
+
+def _config(root: Path, *extra: str) -> config.Config:
+    return config.load(
+        None,
+        [
+            f"input.path={root}/log.csv",
+            f"generate.path={root}/log.csv",
+            f"generate.truth_path={root}/truth",
+            f"output.root={root}/out",
+            f"generate.customers={N_CUSTOMERS}",
+            "generate.seed=11",
+            "generate.bad_row_fraction=0.002",
+            "input.columns.customer_id=CustomerID",
+            "input.columns.timestamp=InvoiceDate",
+            "input.columns.quantity=Quantity",
+            "input.columns.unit_price=UnitPrice",
+            "input.columns.transaction_id=InvoiceNo",
+            "input.columns.category=Category",
+            "input.columns.channel=Channel",
+            "input.columns.country=Country",
+            "segment.k_range=[4, 8]",
+            "segment.n_starts=2",
+            "segment.max_iter=20",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def sample_run(spark, tmp_path_factory) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("e2e")
+    cfg = _config(root)
+    pipeline.run_generate(spark, pipeline.RunContext(cfg))
+    ctx = pipeline.RunContext(cfg)
+    summary = pipeline.run_stages(spark, ctx, list(pipeline.STAGES), AS_OF)
+    return {"cfg": cfg, "summary": summary, "root": root}
+
+
+def _read(spark, cfg: config.Config, table: str):  # type: ignore[no-untyped-def]
+    return tables.read(spark, cfg.table_path(table))
+
+
+def test_segments_recover_the_planted_groups(spark, sample_run) -> None:  # type: ignore[no-untyped-def]
+    cfg = sample_run["cfg"]
+    truth = spark.read.parquet(cfg["generate.truth_path"])
+    cont = (_read(spark, cfg, C.TABLE_SEGMENTS).join(truth, C.CUSTOMER_ID)
+            .groupBy(C.SEGMENT_ID, "planted_group").count().collect())
+    ari = segment.adjusted_rand_index([(r[0], r[1], r[2]) for r in cont])
+    assert ari >= 0.8, f"adjusted Rand index {ari:.3f}"
+
+
+def test_every_customer_with_features_has_exactly_one_segment(spark, sample_run) -> None:  # type: ignore[no-untyped-def]
+    cfg = sample_run["cfg"]
+    feats = _read(spark, cfg, C.TABLE_CUSTOMER_FEATURES).select(C.CUSTOMER_ID)
+    segs = _read(spark, cfg, C.TABLE_SEGMENTS)
+    assert segs.count() == feats.count() == segs.select(C.CUSTOMER_ID).distinct().count()
+    assert feats.join(segs, C.CUSTOMER_ID, "left_anti").count() == 0
+    assert segs.filter(F.col(C.DISTANCE).isNull() | (F.col(C.DISTANCE) < 0)).count() == 0
+
+
+def test_model_selection_scores_both_algorithms_and_records_the_choice(spark, sample_run) -> None:  # type: ignore[no-untyped-def]
+    cfg = sample_run["cfg"]
+    ms = _read(spark, cfg, C.TABLE_MODEL_SELECTION).collect()
+    assert {r["algorithm"] for r in ms} == {"kmeans", "bisecting_kmeans"}
+    assert sorted({r["k"] for r in ms}) == [4, 5, 6, 7, 8]
+    assert len(ms) == 10
+    chosen = [r for r in ms if r["chosen"]]
+    assert len(chosen) == 1
+    for r in ms:
+        assert r["silhouette"] is not None and -1.0 <= r["silhouette"] <= 1.0 and math.isfinite(r["silhouette"])
+        assert r["starts"] == 2 and r["cost"] > 0 and sum(r["cluster_sizes"]) == r["sample_rows"]
+    best_eligible = max((r for r in ms if r["eligible"]), key=lambda r: r["silhouette"])
+    assert chosen[0]["silhouette"] == best_eligible["silhouette"]
+    seg = sample_run["summary"]["results"]["segment"]
+    assert (seg["algorithm"], seg["k"]) == (chosen[0]["algorithm"], chosen[0]["k"])
+
+
+def test_profiles_add_up_to_the_population(spark, sample_run) -> None:  # type: ignore[no-untyped-def]
+    cfg = sample_run["cfg"]
+    prof = _read(spark, cfg, C.TABLE_SEGMENT_PROFILES).collect()
+    n_features = _read(spark, cfg, C.TABLE_CUSTOMER_FEATURES).count()
+    segs = [r for r in prof if not r["is_population"]]
+    pop = [r for r in prof if r["is_population"]]
+    assert len(pop) == 1 and pop[0][C.SEGMENT_ID] == -1
+    assert sum(r["customers"] for r in segs) == pop[0]["customers"] == n_features
+    assert sum(r["customer_share"] for r in segs) == pytest.approx(1.0)
+    assert sum(r["revenue_share"] for r in segs) == pytest.approx(1.0)
+    total_spend = _read(spark, cfg, C.TABLE_CUSTOMER_FEATURES).agg(F.sum(C.TOTAL_SPEND)).first()[0]
+    assert pop[0]["revenue"] == pytest.approx(total_spend)
+    assert pop[0]["feature_lift"][C.GROSS_SPEND] == pytest.approx(1.0)
+    # segment 0 is the most valuable: its mean gross spend is the highest
+    by_id = sorted(segs, key=lambda r: r[C.SEGMENT_ID])
+    means = [r["feature_mean"][C.GROSS_SPEND] for r in by_id]
+    assert means == sorted(means, reverse=True)
+    # weighted segment means give back the population mean
+    weighted = sum(r["feature_mean"][C.RECENCY_DAYS] * r["customers"] for r in segs) / pop[0]["customers"]
+    assert weighted == pytest.approx(pop[0]["feature_mean"][C.RECENCY_DAYS])
+    assert set(pop[0]["centroid"]) >= {C.RECENCY_DAYS, C.GROSS_SPEND}
+
+
+def test_runs_table_describes_the_run(spark, sample_run) -> None:  # type: ignore[no-untyped-def]
+    cfg = sample_run["cfg"]
+    run_id = sample_run["summary"]["run_id"]
+    row = _read(spark, cfg, C.TABLE_RUNS).filter(F.col(C.RUN_ID) == run_id).first()
+    assert row["outcome"] == "succeeded" and row["error"] is None
+    assert row[C.AS_OF_DATE] == AS_OF and row["config_hash"] == cfg.digest() and row["seed"] == cfg["run.seed"]
+    assert set(row["stage_seconds"]) == {"ingest", "features", "segment", "profile"}
+    assert row["counts"]["ingest.input"] == (row["counts"]["ingest.clean"] + row["counts"]["ingest.quarantined"]
+                                             + row["counts"]["ingest.duplicates"])
+    assert row["algorithm"] in ("kmeans", "bisecting_kmeans") and row["table_versions"][C.TABLE_SEGMENTS] >= 0
+    assert Path(row["model_path"]).is_dir()
+
+
+def test_rerun_same_date_gives_same_segments_and_adds_no_rows(spark, sample_run) -> None:  # type: ignore[no-untyped-def]
+    cfg = sample_run["cfg"]
+    before = {t: _read(spark, cfg, t).count() for t in
+              (C.TABLE_SEGMENTS, C.TABLE_SEGMENT_PROFILES, C.TABLE_MODEL_SELECTION, C.TABLE_CUSTOMER_FEATURES)}
+    first = {r[0]: (r[1], r[2]) for r in _read(spark, cfg, C.TABLE_SEGMENTS)
+             .select(C.CUSTOMER_ID, C.SEGMENT_ID, C.DISTANCE).collect()}
+    ctx = pipeline.RunContext(cfg)
+    pipeline.run_stages(spark, ctx, ["features", "segment", "profile"], AS_OF)
+    after = {t: _read(spark, cfg, t).count() for t in before}
+    assert after == before
+    second = {r[0]: (r[1], r[2]) for r in _read(spark, cfg, C.TABLE_SEGMENTS)
+              .select(C.CUSTOMER_ID, C.SEGMENT_ID, C.DISTANCE).collect()}
+    assert second.keys() == first.keys()
+    assert all(second[c][0] == first[c][0] for c in first)
+    assert all(second[c][1] == pytest.approx(first[c][1], abs=1e-9) for c in first)
+    assert _read(spark, cfg, C.TABLE_SEGMENTS).select(C.RUN_ID).distinct().first()[0] == ctx.run_id
+
+
+# --- guards, each on a purpose-built features table ------------------------------------------------
+
+def _features_table(spark, root: Path, rows: list[tuple], *extra: str) -> config.Config:  # type: ignore[no-untyped-def]
+    cfg = _config(root, "segment.features=[\"recency_days\", \"return_rate\"]", *extra)
+    df = spark.createDataFrame(
+        rows, f"{C.CUSTOMER_ID} string, {C.RECENCY_DAYS} int, {C.RETURN_RATE} double, {C.GROSS_SPEND} double"
+    ).withColumn(C.AS_OF_DATE, F.lit(AS_OF))
+    tables.replace_partition(df, cfg.table_path(C.TABLE_CUSTOMER_FEATURES), C.AS_OF_DATE, AS_OF)
+    return cfg
+
+
+def test_guard_fewer_customers_than_k(spark, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = _features_table(spark, tmp_path, [("a", 1, 0.0, 10.0), ("b", 2, 0.0, 20.0), ("c", 400, 0.5, 5.0)],
+                          "segment.k_range=[2, 4]", "segment.algorithms=[\"kmeans\"]", "segment.min_segment_share=0.0")
+    result = pipeline.run_segment(spark, pipeline.RunContext(cfg), AS_OF)
+    ms = {r["k"]: r for r in _read(spark, cfg, C.TABLE_MODEL_SELECTION).collect()}
+    assert ms[4]["outcome"].startswith("skipped: fewer customers (3) than k")
+    assert ms[4]["silhouette"] is None and ms[2]["silhouette"] is not None
+    assert result["k"] in (2, 3)
+
+
+def test_guard_one_customer_is_a_clear_error(spark, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = _features_table(spark, tmp_path, [("a", 1, 0.0, 10.0)])
+    with pytest.raises(segment.SegmentationError, match="at least 2 are needed"):
+        pipeline.run_segment(spark, pipeline.RunContext(cfg), AS_OF)
+    assert not tables.exists(spark, cfg.table_path(C.TABLE_SEGMENTS))
+
+
+def test_guard_no_varying_feature_is_a_clear_error(spark, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = _features_table(spark, tmp_path, [(c, 5, 0.1, 10.0) for c in "abcd"])
+    with pytest.raises(segment.SegmentationError, match="no feature varies"):
+        pipeline.run_segment(spark, pipeline.RunContext(cfg), AS_OF)
+
+
+def test_guard_zero_variance_feature_is_dropped_and_non_finite_values_imputed(spark, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rows = [("a", 1, 0.0, 1.0), ("b", 2, 0.0, 1.0), ("c", 300, float("nan"), 1.0), ("d", 310, float("inf"), 1.0)]
+    cfg = _features_table(spark, tmp_path, rows, "segment.k=2", "segment.algorithm=kmeans",
+                          "segment.min_segment_share=0.0")
+    result = pipeline.run_segment(spark, pipeline.RunContext(cfg), AS_OF)
+    # return_rate: NaN and inf become missing, imputed with the median of [0.0, 0.0] -> constant -> dropped
+    assert result["non_finite_values"] == {C.RETURN_RATE: 2}
+    assert result["model_inputs"] == [C.RECENCY_DAYS]
+    segs = {r[0]: r[1] for r in _read(spark, cfg, C.TABLE_SEGMENTS).select(C.CUSTOMER_ID, C.SEGMENT_ID).collect()}
+    assert segs["a"] == segs["b"] != segs["c"] == segs["d"]
+
+
+def test_guard_small_segments_are_recorded_and_not_chosen(spark, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # two groups of 10 and one outlier pair: k=3 isolates the pair (share 2/22 < 0.2)
+    rows = [(f"a{i}", 1 + i % 3, 0.0, 10.0) for i in range(10)] + [(f"b{i}", 100 + i % 3, 0.0, 10.0)
+                                                                    for i in range(10)]
+    rows += [("x1", 5000, 0.9, 1.0), ("x2", 5001, 0.9, 1.0)]
+    cfg = _features_table(spark, tmp_path, rows, "segment.k_range=[2, 3]", "segment.algorithms=[\"kmeans\"]",
+                          "segment.min_segment_share=0.2")
+    pipeline.run_segment(spark, pipeline.RunContext(cfg), AS_OF)
+    ms = {r["k"]: r for r in _read(spark, cfg, C.TABLE_MODEL_SELECTION).collect()}
+    assert not ms[3]["eligible"] and "below 20.0%" in ms[3]["outcome"]
+    assert ms[3]["min_share"] == pytest.approx(2 / 22)
+    assert [k for k, r in ms.items() if r["chosen"]] == [2]
+
+
+def test_guard_single_cluster_is_degenerate_not_a_crash(spark) -> None:  # type: ignore[no-untyped-def]
+    from pyspark.ml.linalg import Vectors
+
+    df = spark.createDataFrame([(Vectors.dense([1.0, 1.0]),)] * 6, [C.SCALED_VECTOR]).cache()
+    _, cand = segment.fit_and_score("kmeans", 3, df, C.SCALED_VECTOR, [1], 5, 0.0)
+    assert cand.n_clusters == 1 and cand.silhouette is None and not cand.eligible
+    assert cand.outcome == "degenerate: a single cluster"
+    df.unpersist()

@@ -1,0 +1,100 @@
+"""Segmentation building blocks on hand-made inputs with hand-computed expectations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from chispa import assert_approx_df_equality
+from pyspark.ml.linalg import Vectors
+from pyspark.sql import types as T
+
+from custseg import columns as C
+from custseg import segment
+
+
+def test_adjusted_rand_index_identical_and_relabelled_partitions_score_one() -> None:
+    # a = [0,0,1,1], b = [x,x,y,y]: the same partition under other names
+    assert segment.adjusted_rand_index([(0, "x", 2), (1, "y", 2)]) == pytest.approx(1.0)
+
+
+def test_adjusted_rand_index_hand_computed() -> None:
+    # labels a = [0,0,0,1,1,1], b = [0,0,1,1,2,2]
+    # cells: (0,0)=2 (0,1)=1 (1,1)=1 (1,2)=2 -> sum C(n,2) = 1 + 0 + 0 + 1 = 2
+    # rows: 3,3 -> 3+3 = 6; cols: 2,2,2 -> 1+1+1 = 3; C(6,2) = 15
+    # expected = 6*3/15 = 1.2; max = (6+3)/2 = 4.5; ARI = (2-1.2)/(4.5-1.2) = 0.8/3.3
+    cont = [(0, 0, 2), (0, 1, 1), (1, 1, 1), (1, 2, 2)]
+    assert segment.adjusted_rand_index(cont) == pytest.approx(0.8 / 3.3)
+
+
+def test_feature_specs_expand_maps_and_mark_logged_features() -> None:
+    specs = segment.feature_specs(
+        [C.RECENCY_DAYS, C.RETURN_RATE, C.CHANNEL_SPEND_SHARE, "category_spend_share.home"],
+        {C.CHANNEL_SPEND_SHARE: ["app", "online"]},
+    )
+    assert [s.name for s in specs] == [C.RECENCY_DAYS, C.RETURN_RATE, "channel_spend_share.app",
+                                       "channel_spend_share.online", "category_spend_share.home"]
+    assert [s.logged for s in specs] == [True, False, False, False, False]
+    assert specs[2].sql == "channel_spend_share['app']"
+    assert specs[2].model_col == "in__channel_spend_share_app"
+
+
+def _cand(algo: str, k: int, sil: float | None, eligible: bool) -> segment.Candidate:
+    return segment.Candidate(algo, k, silhouette=sil, eligible=eligible)
+
+
+def test_choose_prefers_highest_silhouette_among_eligible() -> None:
+    cands = [_cand("kmeans", 2, 0.9, False), _cand("kmeans", 3, 0.6, True),
+             _cand("bisecting_kmeans", 4, 0.7, True)]
+    chosen, why = segment.choose(cands)
+    assert (chosen.algorithm, chosen.k) == ("bisecting_kmeans", 4)
+    assert "minimum segment size" in why
+
+
+def test_choose_ties_go_to_smaller_k_then_kmeans() -> None:
+    cands = [_cand("kmeans", 5, 0.7, True), _cand("bisecting_kmeans", 3, 0.7, True), _cand("kmeans", 3, 0.7, True)]
+    chosen, _ = segment.choose(cands)
+    assert chosen.k == 3 and chosen.algorithm == "bisecting_kmeans"  # alphabetical: 'bisecting' < 'kmeans'
+
+
+def test_choose_falls_back_when_nothing_is_eligible_and_fails_when_nothing_scored() -> None:
+    chosen, why = segment.choose([_cand("kmeans", 2, 0.4, False), _cand("kmeans", 3, 0.5, False)])
+    assert chosen.k == 3 and why.startswith("no candidate met")
+    chosen, why = segment.choose([_cand("kmeans", 2, None, False)])
+    assert chosen is None and "two or more clusters" in why
+
+
+def test_segment_and_distance_from_centres(spark) -> None:  # type: ignore[no-untyped-def]
+    df = spark.createDataFrame(
+        [("a", Vectors.dense([0.0, 0.0]), 0), ("b", Vectors.dense([3.0, 4.0]), 0), ("c", Vectors.dense([10.0, 1.0]), 1)],
+        ["customer_id", "v", "prediction"],
+    )
+    centres = [[0.0, 0.0], [10.0, 0.0]]
+    out = df.transform(segment.with_segment_and_distance(centres, relabel=[1, 0], features_col="v"))
+    expected = spark.createDataFrame(
+        [("a", 1, 0.0), ("b", 1, 5.0), ("c", 0, 1.0)],
+        T.StructType([T.StructField(C.CUSTOMER_ID, T.StringType()), T.StructField(C.SEGMENT_ID, T.IntegerType()),
+                      T.StructField(C.DISTANCE, T.DoubleType())]),
+    )
+    assert_approx_df_equality(out, expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_preprocessing_logs_imputes_and_scales(spark) -> None:  # type: ignore[no-untyped-def]
+    # recency 0, e-1, e^2-1 -> log1p 0, 1, 2 -> mean 1, sample std 1 -> scaled -1, 0, 1
+    # return_rate 0.0, null, NaN -> the NaN is treated as missing: both imputed with the median of [0.0] = 0.0
+    # -> zero variance; the pipeline still scales it to 0 (dropping it is the caller's job, see below)
+    df = spark.createDataFrame(
+        [("a", 0.0, 0.0), ("b", math.e - 1, None), ("c", math.e ** 2 - 1, float("nan"))],
+        "customer_id string, recency_days double, return_rate double",
+    )
+    specs = segment.feature_specs([C.RECENCY_DAYS, C.RETURN_RATE], {})
+    model = segment.preprocessing_pipeline(specs).fit(df)
+    rows = {r[C.CUSTOMER_ID]: r[C.SCALED_VECTOR].toArray().tolist()
+            for r in model.transform(df).select(C.CUSTOMER_ID, C.SCALED_VECTOR).collect()}
+    assert rows["a"][0] == pytest.approx(-1.0)
+    assert rows["b"][0] == pytest.approx(0.0, abs=1e-9)
+    assert rows["c"][0] == pytest.approx(1.0)
+    assert all(math.isfinite(r[1]) for r in rows.values())
+    stats = df.agg(*segment.non_finite_counts(df, specs)).first().asDict()
+    assert stats["nonfinite__in__return_rate"] == 1
+    assert stats["std__in__return_rate"] == 0.0
