@@ -190,3 +190,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         for name, t in summary["tables"].items():
             lines.append(f"  {name:<20}{t['rows']:>14,} rows  (version {t['version']})")
     print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
