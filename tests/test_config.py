@@ -98,7 +98,9 @@ def test_amount_or_quantity_and_price_required(extra: list[str]) -> None:
 
 
 def test_quantity_and_price_replace_amount() -> None:
-    cfg = config.load(None, [*without("input.columns.amount"), "input.columns.quantity=q", "input.columns.unit_price=p"])
+    cfg = config.load(
+        None, [*without("input.columns.amount"), "input.columns.quantity=q", "input.columns.unit_price=p"]
+    )
     assert cfg.column_map == {"customer_id": "cid", "timestamp": "ts", "quantity": "q", "unit_price": "p"}
     assert cfg.column("amount") is None
 
@@ -139,13 +141,16 @@ def test_bool_is_not_an_int() -> None:
     ("override", "message"),
     [
         ("features.top_categories=0", "features.top_categories: must be > 0 (got 0)"),
-        ("features.windows_days=[30, 0]", "features.windows_days: must be a non-empty list of positive whole numbers (got [30, 0])"),
-        ("features.windows_days=[]", "features.windows_days: must be a non-empty list of positive whole numbers (got [])"),
+        ("features.windows_days=[30, 0]",
+         "features.windows_days: must be a non-empty list of positive whole numbers (got [30, 0])"),
+        ("features.windows_days=[]",
+         "features.windows_days: must be a non-empty list of positive whole numbers (got [])"),
         ("segment.k_range=[1, 5]", "segment.k_range: must be [low, high] with 2 <= low <= high (got [1, 5])"),
         ("segment.min_segment_share=1", "segment.min_segment_share: must be in [0, 1) (got 1.0)"),
         ("ingest.future_tolerance_minutes=-1", "ingest.future_tolerance_minutes: must be >= 0 (got -1)"),
         ("segment.algorithms=[]", "segment.algorithms: must name at least one algorithm"),
-        ('segment.algorithms=["kmeans", "gmm"]', "segment.algorithms: unknown algorithm 'gmm'; choose from kmeans, bisecting_kmeans"),
+        ('segment.algorithms=["kmeans", "gmm"]',
+         "segment.algorithms: unknown algorithm 'gmm'; choose from kmeans, bisecting_kmeans"),
         ('generate.end_date="2021-12-31"', "generate.end_date: must be after generate.start_date"),
         ('generate.start_date="2022-02-30"', "generate.start_date: must be a date YYYY-MM-DD (got '2022-02-30')"),
     ],
@@ -227,11 +232,6 @@ def test_later_override_wins_over_file(tmp_path: Path) -> None:
     assert cfg.source == str(conf)
 
 
-@pytest.mark.xfail(
-    reason="lib bug: parse_override reads an unquoted YYYY-MM-DD as a TOML date and _coerce then rejects it "
-    "('expected str, got datetime.date(...)'), so --set generate.start_date=2023-01-01 cannot work unquoted",
-    strict=True,
-)
 def test_set_date_key_with_unquoted_date() -> None:
     cfg = config.load(None, [*BASE, "generate.start_date=2023-01-01"])
     assert cfg["generate.start_date"] == "2023-01-01"

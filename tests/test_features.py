@@ -164,7 +164,8 @@ def test_return_only_customer_left_out(feats: DataFrame) -> None:
 
 
 def test_spend_shares(feats: DataFrame) -> None:
-    rows = {r[C.CUSTOMER_ID]: r for r in feats.select(C.CUSTOMER_ID, C.CATEGORY_SPEND_SHARE, C.CHANNEL_SPEND_SHARE).collect()}
+    shares = feats.select(C.CUSTOMER_ID, C.CATEGORY_SPEND_SHARE, C.CHANNEL_SPEND_SHARE)
+    rows = {r[C.CUSTOMER_ID]: r for r in shares.collect()}
     for customer, shares in EXPECTED_CATEGORY_SHARES.items():
         assert rows[customer][C.CATEGORY_SPEND_SHARE] == pytest.approx(shares), customer
     for customer, shares in EXPECTED_CHANNEL_SHARES.items():

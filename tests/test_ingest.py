@@ -219,7 +219,8 @@ def test_amount_is_quantity_times_unit_price(qp_log: DataFrame) -> None:
 
 def test_text_ids_keep_leading_zeros_and_lose_point_zero(spark: SparkSession) -> None:
     ids = ["000123", "17850.0", " 42 ", "00123.00", "17850.50", "A-17.0", "C536379"]
-    df = spark.createDataFrame([(i, TS, "1", i, "f") for i in ids], "cust string, ts string, amt string, tx string, source_file string")
+    df = spark.createDataFrame([(i, TS, "1", i, "f") for i in ids],
+                               "cust string, ts string, amt string, tx string, source_file string")
     out = df.transform(ingest.with_canonical_columns({"customer_id": "cust", "timestamp": "ts", "amount": "amt",
                                                       "transaction_id": "tx"}))
     got = [(r[C.CUSTOMER_ID], r[C.TRANSACTION_ID]) for r in out.collect()]
@@ -238,7 +239,9 @@ def test_numeric_ids_are_written_without_point_zero(spark: SparkSession) -> None
     rows = [(17850.0, TS, "1", 536365, "f"), (123.5, TS, "1", 7, "f"), (float("nan"), TS, "1", None, "f"),
             (None, TS, "1", 1, "f"), (1e15, TS, "1", 2, "f")]
     out = spark.createDataFrame(rows, schema).transform(
-        ingest.with_canonical_columns({"customer_id": "cust", "timestamp": "ts", "amount": "amt", "transaction_id": "inv"})
+        ingest.with_canonical_columns(
+            {"customer_id": "cust", "timestamp": "ts", "amount": "amt", "transaction_id": "inv"}
+        )
     )
     got = [(r[C.CUSTOMER_ID], r[C.TRANSACTION_ID]) for r in out.collect()]
     assert got == [("17850", "536365"), ("123.5", "7"), (None, None), (None, "1"), ("1000000000000000", "2")]
@@ -336,3 +339,10 @@ def test_duplicate_lines_kept_without_transaction_id(spark: SparkSession) -> Non
     out = validated(df, cols).transform(ingest.filter_clean).transform(ingest.drop_duplicate_lines(False))
     assert out.count() == 3
     assert {r[C.TRANSACTION_ID] for r in out.collect()} == {None}
+
+
+def test_equal_lines_with_blank_transaction_id_are_kept(spark: SparkSession) -> None:
+    rows = [("c1", TS, "2.5", "", "books", "file:/in/a.csv"), ("c1", TS, "2.5", "", "books", "file:/in/a.csv")]
+    df = spark.createDataFrame(rows, AMOUNT_SCHEMA)
+    out = validated(df, AMOUNT_MAP).transform(ingest.filter_clean).transform(ingest.drop_duplicate_lines(True))
+    assert out.count() == 2

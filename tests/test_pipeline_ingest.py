@@ -119,7 +119,9 @@ def test_overwrite_ingest_counts(spark: SparkSession, main_ingest: tuple[Config,
     assert manifest[0][C.FILE_PATH].endswith("/in/log.csv")
 
 
-def test_overwrite_ingest_again_replaces_rather_than_adds(spark: SparkSession, main_ingest: tuple[Config, dict]) -> None:
+def test_overwrite_ingest_again_replaces_rather_than_adds(
+    spark: SparkSession, main_ingest: tuple[Config, dict]
+) -> None:
     cfg, first = main_ingest
     ctx = pipeline.RunContext(cfg)
     again = pipeline.run_ingest(spark, ctx)
@@ -128,7 +130,8 @@ def test_overwrite_ingest_again_replaces_rather_than_adds(spark: SparkSession, m
     assert count(spark, cfg, C.TABLE_TRANSACTIONS) == 4
     assert reasons_in_table(spark, cfg) == MAIN_REASONS
     assert count(spark, cfg, C.TABLE_INGESTED_FILES) == 1
-    batches = {r[0] for r in tables.read(spark, cfg.table_path(C.TABLE_TRANSACTIONS)).select(C.INGEST_BATCH).distinct().collect()}
+    batches = {r[0] for r in tables.read(spark, cfg.table_path(C.TABLE_TRANSACTIONS))
+               .select(C.INGEST_BATCH).distinct().collect()}
     assert batches == {ctx.run_id}
 
 
@@ -161,7 +164,9 @@ def test_features_partition_replaced_per_as_of_date(spark: SparkSession, main_in
     assert spend_by_customer(d2) == {"00012": 13.0, "00034": 1.0}  # 00034 returned 5.00 on 06-02
 
 
-def test_features_before_any_transaction_is_a_stage_error(spark: SparkSession, main_ingest: tuple[Config, dict]) -> None:
+def test_features_before_any_transaction_is_a_stage_error(
+    spark: SparkSession, main_ingest: tuple[Config, dict]
+) -> None:
     cfg, _ = main_ingest
     with pytest.raises(pipeline.StageError, match="no transactions on or before 2024-05-31"):
         pipeline.run_features(spark, pipeline.RunContext(cfg), dt.date(2024, 5, 31))
@@ -236,7 +241,8 @@ def test_append_recovers_a_crashed_batch(spark: SparkSession, tmp_path: Path) ->
     assert (r2["new_files"], r2["input"], r2["clean"], r2["quarantined"]) == (1, 3, 2, 1)
     assert batch_counts(spark, cfg, C.TABLE_TRANSACTIONS) == {ctx1.run_id: 2, ctx2.run_id: 2}
     assert batch_counts(spark, cfg, C.TABLE_QUARANTINE) == {ctx2.run_id: 1}
-    tx_ids = sorted(r[0] for r in tables.read(spark, cfg.table_path(C.TABLE_TRANSACTIONS)).select(C.TRANSACTION_ID).collect())
+    tx = tables.read(spark, cfg.table_path(C.TABLE_TRANSACTIONS))
+    tx_ids = sorted(r[0] for r in tx.select(C.TRANSACTION_ID).collect())
     assert tx_ids == ["A1", "A2", "B1", "B2"]
 
 
@@ -247,6 +253,28 @@ def test_recover_without_manifest_clears_everything(spark: SparkSession, tmp_pat
     tables.append(spark.createDataFrame(rows, TRANSACTIONS_SCHEMA), cfg.table_path(C.TABLE_TRANSACTIONS), [C.TXN_DATE])
     pipeline.recover_unfinished_batches(spark, cfg)
     assert count(spark, cfg, C.TABLE_TRANSACTIONS) == 0
+
+
+def test_append_with_a_space_in_the_input_path(spark: SparkSession, tmp_path: Path) -> None:
+    folder = tmp_path / "my input"
+    write_csv(folder / "a.csv", A_LINES)
+    cfg = make_cfg(folder, tmp_path / "out", "ingest.mode=append")
+    result = pipeline.run_ingest(spark, pipeline.RunContext(cfg))
+    assert (result["new_files"], result["clean"]) == (1, 2)
+
+
+def test_csv_files_with_differently_ordered_headers(spark: SparkSession, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    write_csv(folder / "a.csv", ["00012,INV1,2024-06-01 10:00:00,2,5.00,books,online,UK"])
+    write_csv(folder / "b.csv", ["store,toys,00034,INV2,2024-06-02 11:00:00,1,3.00,DE"],
+              "Channel,Category,CustomerID,InvoiceNo,InvoiceDate,Quantity,UnitPrice,Country")
+    cfg = make_cfg(folder, tmp_path / "out")
+    # read by position under a.csv's names, b.csv's channel would become its customer id: refused instead
+    with pytest.raises(Exception, match="(?i)header"):
+        pipeline.run_ingest(spark, pipeline.RunContext(cfg))
+    # the write failed before its commit: data files may exist, but no Delta table (no version) does
+    for table in ALL_TABLES:
+        assert not tables.exists(spark, str(tmp_path / "out" / table)), table
 
 
 # --- bad input: nothing written -----------------------------------------------------------------

@@ -222,6 +222,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
+    if isinstance(value, (dt.date, dt.time)):  # TOML dates: every date-like key here is text
+        value = raw
     return key, value
 
 

@@ -61,6 +61,7 @@ DUPLICATE_KEY = (C.CUSTOMER_ID, C.TRANSACTION_ID, C.TXN_TS, C.AMOUNT, C.QUANTITY
 
 # raw (as-read) helper columns, dropped before writing
 _RAW = "__raw_"
+_UNIQUE = "__line_key"
 
 
 def _blank_to_null(c: Column) -> Column:
@@ -212,12 +213,16 @@ def filter_quarantined(df: DataFrame) -> DataFrame:
 def drop_duplicate_lines(has_transaction_id: bool) -> Callable[[DataFrame], DataFrame]:
     """Keep one of each set of exactly equal lines that carry a transaction id.
 
-    Without a transaction id two equal lines can be two real purchases (same item, same second), so
-    nothing is dropped.
+    Lines without an id (the role unmapped, or blank on that line) are all kept: two equal lines can be
+    two real purchases of the same item in the same second.
     """
 
     def transform(df: DataFrame) -> DataFrame:
-        return df.dropDuplicates(list(DUPLICATE_KEY)) if has_transaction_id else df
+        if not has_transaction_id:
+            return df
+        # a line without an id gets a key of its own, so it never matches another line
+        own_key = F.when(F.col(C.TRANSACTION_ID).isNull(), F.monotonically_increasing_id())
+        return df.withColumn(_UNIQUE, own_key).dropDuplicates([*DUPLICATE_KEY, _UNIQUE]).drop(_UNIQUE)
 
     return transform
 

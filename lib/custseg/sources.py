@@ -6,7 +6,8 @@ import glob
 import logging
 import os
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
+import re
+from urllib.parse import unquote, urlparse
 
 from custseg import columns as C
 
@@ -46,7 +47,7 @@ def read_raw(spark: SparkSession, cfg: Config, files: list[str] | None = None) -
     from pyspark.sql.utils import AnalysisException
 
     fmt = cfg["input.format"]
-    target: str | list[str] = files if files is not None else cfg["input.path"]
+    target: str | list[str] = [as_read_path(f) for f in files] if files is not None else cfg["input.path"]
     try:
         if fmt == "csv":
             reader = (
@@ -54,6 +55,9 @@ def read_raw(spark: SparkSession, cfg: Config, files: list[str] | None = None) -
                 .option("sep", cfg["input.csv.delimiter"])
                 .option("encoding", cfg["input.csv.encoding"])
                 .option("inferSchema", False)
+                # headers are checked against the first file's: a file whose columns are in another
+                # order fails loudly instead of being read by position under the wrong names
+                .option("enforceSchema", False)
                 .option("mode", "PERMISSIVE")
                 .option("multiLine", False)
             )
@@ -74,6 +78,14 @@ def read_raw(spark: SparkSession, cfg: Config, files: list[str] | None = None) -
     if C.SOURCE_FILE in df.columns:
         raise InputError(f"input: the log already has a column named {C.SOURCE_FILE!r}, which custseg reserves")
     return df.withColumn(C.SOURCE_FILE, F.col("_metadata.file_path"))
+
+
+def as_read_path(uri: str) -> str:
+    """A file URI from `inputFiles()` (percent-encoded) as a path the readers take literally.
+
+    Readers decode nothing and treat glob characters as patterns, so decode, then escape the globs.
+    """
+    return re.sub(r"([\[\]*?{}\\])", r"\\\1", unquote(uri))
 
 
 def list_input_files(spark: SparkSession, cfg: Config) -> list[str]:
