@@ -43,6 +43,8 @@ _DAY_PURCHASE_TXNS = "day_purchase_txns"
 _DAY_RETURN_TXNS = "day_return_txns"
 _DAY_HAS_PURCHASE = "day_has_purchase"
 _PURCHASE_DAYS = "purchase_days"
+_PURCHASE_LINES = "purchase_lines"
+_RETURN_LINES = "return_lines"
 
 
 def _share_col(prefix: str, i: int) -> str:
@@ -74,38 +76,61 @@ def top_values(df: DataFrame, column: str, n: int) -> list[str]:
     return [r[column] for r in rows]
 
 
-def _distinct_count(ids: Column, when: Column) -> tuple[Column, Column]:
-    """Distinct non-null ids among rows where `when` holds, plus rows with no id (each one transaction)."""
-    return F.collect_set(F.when(when, ids)), F.count_if(when & ids.isNull())
+def _share_sums(top_categories: Sequence[str], top_channels: Sequence[str], value: Callable[[str, int], Column]
+                ) -> list[Column]:
+    return [value(col, i).alias(_share_col(col, i))
+            for col, values in ((C.CATEGORY, top_categories), (C.CHANNEL, top_channels)) for i in range(len(values))]
+
+
+def with_invoice_totals(top_categories: Sequence[str], top_channels: Sequence[str]) -> Callable[[DataFrame], DataFrame]:
+    """One row per (customer, day, transaction id): spend, lines, purchase and return lines, spend per top value.
+
+    Lines without a transaction id fall into one row per (customer, day); the next level counts each of
+    their lines as a transaction of its own. Fixed-width sums and counts only, so Spark runs a plain hash
+    aggregation (no per-group sets).
+    """
+
+    def transform(df: DataFrame) -> DataFrame:
+        amount = F.col(C.AMOUNT)
+        gross = F.when(amount > 0, amount).otherwise(F.lit(0.0))
+        is_return = F.col(C.IS_RETURN)
+        tops = {C.CATEGORY: list(top_categories), C.CHANNEL: list(top_channels)}
+        return df.groupBy(C.CUSTOMER_ID, C.TXN_DATE, C.TRANSACTION_ID).agg(
+            F.sum(amount).alias(_DAY_NET),
+            F.sum(gross).alias(_DAY_GROSS),
+            F.sum(F.when(is_return, -amount).otherwise(F.lit(0.0))).alias(_DAY_RETURNED),
+            F.count(F.lit(1)).alias(_DAY_LINES),
+            F.count_if(~is_return).alias(_PURCHASE_LINES),
+            F.count_if(is_return).alias(_RETURN_LINES),
+            *_share_sums(top_categories, top_channels, lambda col, i: F.sum(
+                F.when(F.col(col) == F.lit(tops[col][i]), gross).otherwise(F.lit(0.0)))),
+        )
+
+    return transform
 
 
 def with_daily_totals(top_categories: Sequence[str], top_channels: Sequence[str]) -> Callable[[DataFrame], DataFrame]:
     """One row per (customer, day): net, gross and returned spend, lines, transactions, spend per top value."""
 
     def transform(df: DataFrame) -> DataFrame:
-        amount, tx = F.col(C.AMOUNT), F.col(C.TRANSACTION_ID)
-        gross = F.when(amount > 0, amount).otherwise(F.lit(0.0))
-        is_return = F.col(C.IS_RETURN)
-        all_ids, all_blank = _distinct_count(tx, F.lit(True))
-        buy_ids, buy_blank = _distinct_count(tx, ~is_return)
-        ret_ids, ret_blank = _distinct_count(tx, is_return)
-        shares = [
-            F.sum(F.when(F.col(col) == F.lit(v), gross).otherwise(F.lit(0.0))).alias(_share_col(col, i))
-            for col, values in ((C.CATEGORY, top_categories), (C.CHANNEL, top_channels))
-            for i, v in enumerate(values)
-        ]
-        daily = df.groupBy(C.CUSTOMER_ID, C.TXN_DATE).agg(
-            F.sum(amount).alias(_DAY_NET),
-            F.sum(gross).alias(_DAY_GROSS),
-            F.sum(F.when(is_return, -amount).otherwise(F.lit(0.0))).alias(_DAY_RETURNED),
-            F.count(F.lit(1)).alias(_DAY_LINES),
-            (F.size(all_ids) + all_blank).alias(_DAY_TXNS),
-            (F.size(buy_ids) + buy_blank).alias(_DAY_PURCHASE_TXNS),
-            (F.size(ret_ids) + ret_blank).alias(_DAY_RETURN_TXNS),
-            F.bool_or(~is_return).alias(_DAY_HAS_PURCHASE),
-            *shares,
+        invoices = df.transform(with_invoice_totals(top_categories, top_channels))
+        no_id = F.col(C.TRANSACTION_ID).isNull()
+
+        def transactions(lines: Column) -> Column:
+            # an invoice with such lines counts once; lines without an id count one each
+            return F.sum(F.when(no_id, lines).otherwise((lines > 0).cast("long")))
+
+        return invoices.groupBy(C.CUSTOMER_ID, C.TXN_DATE).agg(
+            F.sum(_DAY_NET).alias(_DAY_NET),
+            F.sum(_DAY_GROSS).alias(_DAY_GROSS),
+            F.sum(_DAY_RETURNED).alias(_DAY_RETURNED),
+            F.sum(_DAY_LINES).alias(_DAY_LINES),
+            transactions(F.col(_DAY_LINES)).alias(_DAY_TXNS),
+            transactions(F.col(_PURCHASE_LINES)).alias(_DAY_PURCHASE_TXNS),
+            transactions(F.col(_RETURN_LINES)).alias(_DAY_RETURN_TXNS),
+            (F.sum(_PURCHASE_LINES) > 0).alias(_DAY_HAS_PURCHASE),
+            *_share_sums(top_categories, top_channels, lambda col, i: F.sum(_share_col(col, i))),
         )
-        return daily
 
     return transform
 

@@ -220,3 +220,18 @@ def generate(
     truth = cust.select(F.lpad(F.col("cid").cast("string"), 8, "0").alias(TRUTH_CUSTOMER),
                         F.element_at(names, F.col("group") + 1).alias(TRUTH_GROUP))
     return log, truth
+
+
+def typed_columns(df: DataFrame) -> DataFrame:
+    """The log with the types a Parquet export would carry: timestamp, integer quantity, decimal price.
+
+    Values broken on purpose that have no typed form (a quantity of 'two', a bad date) become nulls,
+    which ingest quarantines as missing.
+    """
+    return df.select(
+        G_CUSTOMER, G_INVOICE,
+        F.try_to_timestamp(F.col(G_TIMESTAMP), F.lit("yyyy-MM-dd HH:mm:ss")).alias(G_TIMESTAMP),
+        F.col(G_QUANTITY).try_cast("int").alias(G_QUANTITY),
+        F.col(G_UNIT_PRICE).try_cast("decimal(12,2)").alias(G_UNIT_PRICE),
+        G_CATEGORY, G_CHANNEL, G_COUNTRY,
+    )

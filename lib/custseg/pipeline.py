@@ -74,6 +74,8 @@ def run_generate(spark: SparkSession, ctx: RunContext) -> dict[str, Any]:
             bad_row_fraction=cfg["generate.bad_row_fraction"],
             partitions=cfg["generate.partitions"],
         )
+        if cfg["generate.format"] == "parquet":
+            log_df = generate.typed_columns(log_df)
         obs = Observation("generated")
         log_df = log_df.observe(obs, F.count(F.lit(1)).alias("rows"))
         writer = log_df.write.mode("overwrite")
