@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Set-up, idempotent: a virtual environment with custseg and its pinned dependencies, and Delta Lake's
-# JVM jars in ./jars (from Maven Central, once). After this, runs and tests need no network.
+# Set-up, idempotent: a virtual environment with custseg and its pinned dependencies, Delta Lake's
+# JVM jars in ./jars (from Maven Central, once), and the wheels of the cluster environment's native
+# dependencies in ./wheels (scripts/package.sh packs them offline). After this, runs and tests need no network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV="${CUSTSEG_VENV:-.venv}"
 JARS_DIR="${CUSTSEG_JARS_DIR:-jars}"
+WHEELS_DIR="${CUSTSEG_WHEELS_DIR:-wheels}"
 PY="${PYTHON:-python3}"
 
 command -v java >/dev/null || { echo "setup: Java 17 is required (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
@@ -21,7 +23,7 @@ want="$(cat setup.cfg | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing custseg and its dependencies into $VENV"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e ".[test]"
+  "$VENV/bin/python" -m pip install --quiet -e ".[test,bench]"
   echo "$want" > "$stamp"
 fi
 
@@ -36,4 +38,21 @@ if ! ls "$JARS_DIR"/delta-spark_*.jar >/dev/null 2>&1; then
   mkdir -p "$JARS_DIR"
   mv "$tmp"/*.jar "$JARS_DIR"/
   rmdir "$tmp"
+fi
+
+# The packed cluster environment (scripts/package.sh) holds custseg and what its Python needs besides
+# pyspark and py4j, which every Spark installation ships: numpy and pyarrow (native), delta-spark's Python
+# API and its small dependencies, at the versions installed above. Downloaded once per version set.
+wanted="$("$VENV/bin/python" - <<'EOF'
+from importlib.metadata import version
+for name in ("numpy", "pyarrow", "delta-spark", "importlib_metadata", "zipp"):
+    print(f"{name}=={version(name)}")
+EOF
+)"
+if [ "$(cat "$WHEELS_DIR/requirements.txt" 2>/dev/null)" != "$wanted" ]; then
+  echo "setup: fetching the cluster environment's wheels into $WHEELS_DIR"
+  mkdir -p "$WHEELS_DIR"
+  # shellcheck disable=SC2086
+  "$VENV/bin/python" -m pip download --quiet --no-deps --only-binary=:all: --dest "$WHEELS_DIR" $wanted
+  echo "$wanted" > "$WHEELS_DIR/requirements.txt"
 fi

@@ -1,0 +1,451 @@
+#!/usr/bin/env python3
+"""Benchmark custseg against reference engines on the same data, and check that they agree.
+
+    .venv/bin/python scripts/bench.py --customers 200000 --repeat 3
+    .venv/bin/python scripts/bench.py --customers 1000000 --steps generate,ingest,features,duckdb,check
+
+Steps (all by default, in this order):
+  generate  the synthetic log as Parquet (skipped when it already exists)
+  ingest    `custseg ingest` (overwrite) into the benchmark's output root
+  features  `custseg features`, --repeat times (median reported)
+  duckdb    the same feature definitions in DuckDB SQL over the raw Parquet, --repeat times
+  check     custseg's features vs DuckDB's: row counts, and each column's sum within 1e-6 relative
+  kmeans    MLlib KMeans vs scikit-learn's Lloyd on the same scaled matrix, same k and iterations
+  e2e       `custseg run` (ingest, features, segment, profile) once, with each stage's time
+
+Every timed step runs as its own process; its wall time and the peak resident memory of its whole
+process tree (Python, the JVM and any workers), sampled every 0.1 s from /proc, are recorded. Results go
+to <data-dir>/results-<customers>.json and a Markdown table on stdout. DuckDB and scikit-learn are
+benchmark-only (`pip install -e .[bench]`), not custseg dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+AS_OF = "2024-12-31"
+STEPS = ("generate", "ingest", "features", "duckdb", "check", "kmeans", "e2e")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# --- measuring a process tree --------------------------------------------------------------------
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(entry))
+    return kids
+
+
+def tree_rss(root: int) -> int:
+    """Resident bytes of `root` and all its descendants."""
+    kids, total, stack = _children(), 0, [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE
+        except (OSError, IndexError, ValueError):
+            pass
+        stack.extend(kids.get(pid, []))
+    return total
+
+
+def measure(cmd: list[str], label: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run `cmd`, returning wall seconds, peak tree RSS and its output; raise if it fails."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                            env={**os.environ, **(env or {})})
+    peak = [0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], tree_rss(proc.pid))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, _ = proc.communicate()
+    wall = time.perf_counter() - t0
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{label} failed ({proc.returncode}):\n{out[-4000:]}")
+    print(f"  {label}: {wall:.1f} s, peak {peak[0] / 2**30:.2f} GiB", file=sys.stderr, flush=True)
+    return {"seconds": round(wall, 2), "peak_rss_gib": round(peak[0] / 2**30, 3), "output": out}
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"median_seconds": round(statistics.median(r["seconds"] for r in runs), 2),
+            "runs_seconds": [r["seconds"] for r in runs],
+            "peak_rss_gib": max(r["peak_rss_gib"] for r in runs)}
+
+
+# --- the DuckDB reference ------------------------------------------------------------------------
+
+def duckdb_features(raw: str, out: str, as_of: str, threads: int, top_categories: int, top_channels: int) -> None:
+    """custseg's feature definitions (README, Features) in DuckDB SQL, over the raw generated Parquet."""
+    import duckdb
+
+    d = dt.date.fromisoformat(as_of)
+    con = duckdb.connect()
+    con.execute(f"SET threads = {threads}; SET TimeZone = 'UTC'; SET preserve_insertion_order = false")
+    # custseg's ingest keeps one of exactly equal lines carrying an invoice id (every benchmark line has
+    # one), so the reference does too: DISTINCT over the whole line
+    lines = (f"SELECT CustomerID AS c, InvoiceNo AS t, CAST(InvoiceDate AS DATE) AS d, "
+             f"CAST(Quantity AS DOUBLE) * CAST(UnitPrice AS DOUBLE) AS amount, Category AS cat, Channel AS ch "
+             f"FROM (SELECT DISTINCT * FROM read_parquet('{raw}/*.parquet')) "
+             f"WHERE CAST(InvoiceDate AS DATE) <= DATE '{as_of}'")
+
+    def top(col: str, n: int) -> list[str]:
+        q = (f"SELECT {col} FROM ({lines}) WHERE {col} IS NOT NULL AND {col} <> 'other' AND amount > 0 "
+             f"GROUP BY {col} ORDER BY sum(amount) DESC, {col} LIMIT {n}")
+        return [r[0] for r in con.execute(q).fetchall()]
+
+    tops = [("cat", v) for v in top("cat", top_categories)] + [("ch", v) for v in top("ch", top_channels)]
+    share_inv = "".join(f", sum(CASE WHEN {c} = '{v}' AND amount > 0 THEN amount ELSE 0 END) AS s{i}"
+                        for i, (c, v) in enumerate(tops))
+    share_day = "".join(f", sum(s{i}) AS s{i}" for i in range(len(tops)))
+    share_cust = "".join(f", CASE WHEN sum(gross) > 0 THEN sum(s{i}) / sum(gross) END AS share_{c}_{v}"
+                         for i, (c, v) in enumerate(tops))
+
+    def before(days: int) -> str:
+        return f"DATE '{d - dt.timedelta(days=days)}'"
+
+    windows = "".join(
+        f", coalesce(sum(net) FILTER (WHERE d > {before(w)}), 0) AS spend_{w}d"
+        f", coalesce(sum(txns) FILTER (WHERE d > {before(w)}), 0) AS n_transactions_{w}d" for w in (30, 90, 365))
+    sql = f"""
+    WITH inv AS (
+      SELECT c, d, t, sum(amount) AS net, sum(CASE WHEN amount > 0 THEN amount ELSE 0 END) AS gross,
+             sum(CASE WHEN amount < 0 THEN -amount ELSE 0 END) AS returned, count(*) AS lines,
+             count(*) FILTER (WHERE amount >= 0) AS pl, count(*) FILTER (WHERE amount < 0) AS rl {share_inv}
+      FROM ({lines}) GROUP BY c, d, t),
+    day AS (
+      SELECT c, d, sum(net) AS net, sum(gross) AS gross, sum(returned) AS returned, sum(lines) AS lines,
+             sum(CASE WHEN t IS NULL THEN lines ELSE 1 END) AS txns,
+             sum(CASE WHEN t IS NULL THEN pl ELSE CAST(pl > 0 AS INT) END) AS ptx,
+             sum(CASE WHEN t IS NULL THEN rl ELSE CAST(rl > 0 AS INT) END) AS rtx,
+             sum(pl) > 0 AS has_p {share_day}
+      FROM inv GROUP BY c, d),
+    gaps AS (
+      SELECT c, date_diff('day', lag(d) OVER (PARTITION BY c ORDER BY d), d) AS gap FROM day WHERE has_p),
+    g AS (SELECT c, avg(gap) AS gap_mean_days, stddev_pop(gap) AS gap_std_days FROM gaps GROUP BY c),
+    cust AS (
+      SELECT c, min(d) FILTER (WHERE has_p) AS first_d, max(d) FILTER (WHERE has_p) AS last_d,
+             count(*) FILTER (WHERE has_p) AS n_days, sum(txns) AS ntx, sum(ptx) AS nbuy, sum(rtx) AS nret,
+             sum(lines) AS n_lines, sum(net) AS total_spend, sum(gross) AS gross, sum(returned) AS returned_value,
+             coalesce(sum(net) FILTER (WHERE d > {before(90)}), 0) AS last90,
+             coalesce(sum(net) FILTER (WHERE d <= {before(90)} AND d > {before(180)}), 0) AS spend_prev_90d
+             {windows} {share_cust}
+      FROM day GROUP BY c HAVING count(*) FILTER (WHERE has_p) > 0)
+    SELECT cust.c AS customer_id, date_diff('day', last_d, DATE '{as_of}') AS recency_days,
+           ntx AS n_transactions, nbuy AS n_purchase_transactions, nret AS n_return_transactions, n_lines,
+           n_days AS n_purchase_days, n_days - 1 AS repeat_frequency,
+           date_diff('day', first_d, DATE '{as_of}') AS tenure_days,
+           date_diff('day', first_d, last_d) AS age_at_last_purchase_days,
+           total_spend, gross AS gross_spend, returned_value,
+           CASE WHEN ntx > 0 THEN total_spend / ntx END AS avg_spend_per_transaction,
+           CASE WHEN nbuy > 0 THEN gross / nbuy END AS avg_gross_per_transaction,
+           total_spend / n_days AS avg_spend_per_purchase_day, gross / n_days AS avg_gross_per_purchase_day,
+           CASE WHEN ntx > 0 THEN nret / ntx END AS return_rate,
+           CASE WHEN gross > 0 THEN returned_value / gross END AS returned_share,
+           g.gap_mean_days, g.gap_std_days, spend_prev_90d,
+           CASE WHEN spend_prev_90d > 0 THEN last90 / spend_prev_90d END AS trend_ratio_90d,
+           cust.* EXCLUDE (c, first_d, last_d, n_days, ntx, nbuy, nret, n_lines, total_spend, gross, returned_value,
+                      last90, spend_prev_90d)
+    FROM cust LEFT JOIN g ON cust.c = g.c
+    """
+    con.execute(f"COPY ({sql}) TO '{out}' (FORMAT PARQUET)")
+
+
+# --- the scikit-learn reference ------------------------------------------------------------------
+
+def sklearn_kmeans(matrix: str, k: int, iterations: int, seed: int, out: str) -> None:
+    """Lloyd's KMeans on the exported scaled matrix, one start; fit time only (loading excluded)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    from sklearn.cluster import KMeans
+
+    col = pq.read_table(matrix).column("x").combine_chunks()
+    x = np.asarray(col.values.to_numpy(zero_copy_only=False), dtype=np.float64).reshape(len(col), -1)
+    t0 = time.perf_counter()
+    model = KMeans(n_clusters=k, init="random", n_init=1, max_iter=iterations, tol=0.0, algorithm="lloyd",
+                   random_state=seed).fit(x)
+    seconds = time.perf_counter() - t0
+    Path(out).write_text(json.dumps({"fit_seconds": seconds, "iterations": int(model.n_iter_),
+                                     "cost": float(model.inertia_), "rows": int(x.shape[0]), "dims": int(x.shape[1])}))
+
+
+# --- steps that need Spark, run in their own process ----------------------------------------------
+
+def _spark(driver_memory: str):  # type: ignore[no-untyped-def]
+    from custseg import config, session
+
+    cfg = config.load(REPO / "conf" / "local.toml", ["spark.log_level=ERROR", f"spark.driver_memory={driver_memory}"])
+    return session.build_session(cfg, "bench")
+
+
+def check_agreement(out_root: str, duck: str, as_of: str, result: str, driver_memory: str) -> None:
+    """Row counts and per-column sums (and null counts) of custseg's features vs DuckDB's."""
+    from pyspark.sql import functions as F
+
+    spark = _spark(driver_memory)
+    ours = spark.read.format("delta").load(f"{out_root}/customer_features").filter(F.col("as_of_date") == as_of)
+    theirs = spark.read.parquet(duck)
+    numeric = [f.name for f in theirs.schema.fields if f.dataType.typeName() in ("long", "integer", "double")
+               and not f.name.startswith("share_")]
+    shares = [f.name for f in theirs.schema.fields if f.name.startswith("share_")]
+
+    def ours_col(name: str):  # type: ignore[no-untyped-def]
+        if name.startswith("share_cat_"):
+            return F.col("category_spend_share")[name.removeprefix("share_cat_")]
+        if name.startswith("share_ch_"):
+            return F.col("channel_spend_share")[name.removeprefix("share_ch_")]
+        return F.col(name)
+
+    def sums(df, col):  # type: ignore[no-untyped-def]
+        return [F.sum(col(n).cast("double")).alias(f"s_{n}") for n in numeric + shares] + \
+               [F.count_if(col(n).isNull()).alias(f"n_{n}") for n in numeric + shares] + [F.count(F.lit(1)).alias("rows")]
+
+    a = ours.agg(*sums(ours, ours_col)).first().asDict()
+    b = theirs.agg(*sums(theirs, F.col)).first().asDict()
+    problems = []
+    if a["rows"] != b["rows"]:
+        problems.append(f"rows {a['rows']} vs {b['rows']}")
+    for n in numeric + shares:
+        x, y = a[f"s_{n}"] or 0.0, b[f"s_{n}"] or 0.0
+        if abs(x - y) > 1e-6 * max(abs(x), abs(y), 1e-12):
+            problems.append(f"sum {n}: {x!r} vs {y!r}")
+        if a[f"n_{n}"] != b[f"n_{n}"]:
+            problems.append(f"nulls {n}: {a[f'n_{n}']} vs {b[f'n_{n}']}")
+    Path(result).write_text(json.dumps({"rows": a["rows"], "columns_compared": len(numeric + shares),
+                                        "agree": not problems, "problems": problems}))
+
+
+def mllib_kmeans(out_root: str, as_of: str, k: int, iterations: int, seed: int, matrix_out: str, result: str,
+                 driver_memory: str) -> None:
+    """Scale the default model inputs once, export the matrix for scikit-learn, then time MLlib on it."""
+    from pyspark.ml.clustering import BisectingKMeans, KMeans
+    from pyspark.ml.evaluation import ClusteringEvaluator
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    from custseg import columns as C
+    from custseg import segment
+
+    spark = _spark(driver_memory)
+    feats = spark.read.format("delta").load(f"{out_root}/customer_features").filter(F.col("as_of_date") == as_of)
+    specs = segment.feature_specs(list(segment.DEFAULT_FEATURES), {})
+    n = feats.count()
+    parts = max(spark.sparkContext.defaultParallelism, n // 250_000)
+    m = segment.preprocessing_pipeline(specs).fit(feats).transform(feats).select(C.SCALED_VECTOR) \
+        .coalesce(parts).cache()
+    m.count()
+    m.select(vector_to_array(C.SCALED_VECTOR).alias("x")).write.mode("overwrite").parquet(matrix_out)
+    res: dict[str, Any] = {"rows": n, "dims": len(specs), "partitions": parts}
+    for name, est in [
+        ("kmeans_random_auto", KMeans(k=k, maxIter=iterations, tol=0.0, initMode="random", seed=seed,
+                                      featuresCol=C.SCALED_VECTOR)),
+        ("kmeans_random_row", KMeans(k=k, maxIter=iterations, tol=0.0, initMode="random", seed=seed,
+                                     solver="row", featuresCol=C.SCALED_VECTOR)),
+        ("kmeans_random_block", KMeans(k=k, maxIter=iterations, tol=0.0, initMode="random", seed=seed,
+                                       solver="block", featuresCol=C.SCALED_VECTOR)),
+        ("kmeans_default_init", KMeans(k=k, maxIter=iterations, tol=0.0, seed=seed, featuresCol=C.SCALED_VECTOR)),
+        ("bisecting_kmeans", BisectingKMeans(k=k, maxIter=iterations, seed=seed, featuresCol=C.SCALED_VECTOR)),
+    ]:
+        t0 = time.perf_counter()
+        model = est.fit(m)
+        res[name] = {"fit_seconds": round(time.perf_counter() - t0, 3), "cost": float(model.summary.trainingCost),
+                     "iterations": int(getattr(model.summary, "numIter", iterations))}
+        print(f"  mllib {name}: {res[name]}", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    pred = KMeans(k=k, maxIter=iterations, initMode="random", seed=seed, featuresCol=C.SCALED_VECTOR).fit(m).transform(m)
+    pred.cache().count()
+    t0 = time.perf_counter()
+    sil = ClusteringEvaluator(featuresCol=C.SCALED_VECTOR).evaluate(pred)
+    res["silhouette_seconds"] = round(time.perf_counter() - t0, 3)
+    res["silhouette"] = sil
+    Path(result).write_text(json.dumps(res))
+
+
+# --- the driver ------------------------------------------------------------------------------------
+
+def _custseg(*args: str) -> list[str]:
+    return [str(Path(sys.executable).parent / "custseg"), *args]
+
+
+def machine() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(p: str) -> str | None:
+        try:
+            return version(p)
+        except PackageNotFoundError:
+            return None
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**30, 1), "python": platform.python_version(),
+            "java": java, "pyspark": v("pyspark"), "delta-spark": v("delta-spark"), "duckdb": v("duckdb"),
+            "scikit-learn": v("scikit-learn"), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--customers", type=int, default=20_000, help="customers to generate (about 54 lines each)")
+    p.add_argument("--data-dir", default="data/bench", help="where data and results go (default %(default)s)")
+    p.add_argument("--steps", default=",".join(STEPS), help="comma-separated subset of: " + ", ".join(STEPS))
+    p.add_argument("--repeat", type=int, default=3, help="runs of each timed feature step (median reported)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="DuckDB threads (default: cores)")
+    p.add_argument("--k", type=int, default=6)
+    p.add_argument("--iterations", type=int, default=20)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--driver-memory", default="12g", help="Spark driver memory (local mode: the whole JVM)")
+    p.add_argument("--internal", nargs="+", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.internal:
+        return _internal(a.internal)
+    steps = [s.strip() for s in a.steps.split(",") if s.strip()]
+    if bad := [s for s in steps if s not in STEPS]:
+        p.error(f"--steps: unknown step(s) {', '.join(bad)}")
+    data = (REPO / a.data_dir).resolve()
+    raw, out = data / f"raw_{a.customers}c", data / f"out_{a.customers}c"
+    data.mkdir(parents=True, exist_ok=True)
+    sets = [f"--set=input.path={raw}", "--set=input.format=parquet", f"--set=output.root={out}",
+            f"--set=spark.driver_memory={a.driver_memory}", "--set=spark.log_level=ERROR",
+            f"--set=generate.path={raw}", f"--set=generate.truth_path={data / f'truth_{a.customers}c'}",
+            "--set=generate.format=parquet", f"--set=generate.customers={a.customers}",
+            "--set=generate.bad_row_fraction=0"]
+    results: dict[str, Any] = {"machine": machine(), "customers": a.customers, "as_of": AS_OF, "steps": {}}
+    me = [sys.executable, str(Path(__file__).resolve())]
+    print(f"benchmark: {a.customers:,} customers in {data}", file=sys.stderr)
+    if "generate" in steps and not raw.exists():
+        r = measure(_custseg("generate", *sets), "generate")
+        results["steps"]["generate"] = {k: v for k, v in r.items() if k != "output"}
+    results["lines"] = _count_lines(raw)
+    if "ingest" in steps:
+        r = measure(_custseg("ingest", *sets), "custseg ingest")
+        results["steps"]["ingest"] = {k: v for k, v in r.items() if k != "output"}
+    if "features" in steps:
+        runs = [measure(_custseg("features", *sets, f"--as-of={AS_OF}"), f"custseg features #{i + 1}")
+                for i in range(a.repeat)]
+        results["steps"]["features"] = median_of(runs)
+    duck = data / f"duckdb_features_{a.customers}c.parquet"
+    if "duckdb" in steps:
+        runs = [measure([*me, "--internal", "duckdb", str(raw), str(duck), AS_OF, str(a.threads)],
+                        f"duckdb features #{i + 1}") for i in range(a.repeat)]
+        results["steps"]["duckdb_features"] = median_of(runs)
+    if "check" in steps:
+        res = data / "check.json"
+        measure([*me, "--internal", "check", str(out), str(duck), AS_OF, str(res), a.driver_memory], "agreement check")
+        results["agreement"] = json.loads(res.read_text())
+        if not results["agreement"]["agree"]:
+            print(f"DISAGREEMENT: {results['agreement']['problems'][:10]}", file=sys.stderr)
+    if "kmeans" in steps:
+        res, matrix, sk = data / "mllib.json", data / f"matrix_{a.customers}c.parquet", data / "sklearn.json"
+        r = measure([*me, "--internal", "mllib", str(out), AS_OF, str(a.k), str(a.iterations), str(a.seed),
+                     str(matrix), str(res), a.driver_memory], "mllib kmeans")
+        results["steps"]["mllib"] = {**json.loads(res.read_text()), "process_peak_rss_gib": r["peak_rss_gib"]}
+        r = measure([*me, "--internal", "sklearn", str(matrix), str(a.k), str(a.iterations), str(a.seed), str(sk)],
+                    "sklearn kmeans")
+        results["steps"]["sklearn"] = {**json.loads(sk.read_text()), "process_peak_rss_gib": r["peak_rss_gib"]}
+    if "e2e" in steps:
+        r = measure(_custseg("run", *sets, f"--as-of={AS_OF}"), "custseg run (end to end)")
+        results["steps"]["e2e"] = {"seconds": r["seconds"], "peak_rss_gib": r["peak_rss_gib"],
+                                   "stage_seconds": _stage_seconds(r["output"])}
+    _ratios(results)
+    path = data / f"results-{a.customers}c.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(markdown(results))
+    print(f"results: {path}", file=sys.stderr)
+    return 0 if results.get("agreement", {}).get("agree", True) else 1
+
+
+def _internal(args: list[str]) -> int:
+    kind, rest = args[0], args[1:]
+    if kind == "duckdb":
+        duckdb_features(rest[0], rest[1], rest[2], int(rest[3]), 10, 5)
+    elif kind == "check":
+        check_agreement(*rest)
+    elif kind == "mllib":
+        mllib_kmeans(rest[0], rest[1], int(rest[2]), int(rest[3]), int(rest[4]), rest[5], rest[6], rest[7])
+    elif kind == "sklearn":
+        sklearn_kmeans(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), rest[4])
+    else:
+        raise SystemExit(f"unknown internal step {kind}")
+    return 0
+
+
+def _count_lines(raw: Path) -> int | None:
+    import pyarrow.parquet as pq
+
+    files = sorted(raw.glob("*.parquet"))
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files) if files else None
+
+
+def _stage_seconds(output: str) -> dict[str, float]:
+    stages = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] in ("ingest", "features", "segment", "profile") and parts[2] == "s":
+            stages[parts[0]] = float(parts[1])
+    return stages
+
+
+def _ratios(r: dict[str, Any]) -> None:
+    s = r["steps"]
+    if "features" in s and "duckdb_features" in s:
+        r["features_vs_duckdb"] = round(s["features"]["median_seconds"] / s["duckdb_features"]["median_seconds"], 2)
+    if "mllib" in s and "sklearn" in s:
+        m, k = s["mllib"], s["sklearn"]
+        r["mllib_vs_sklearn"] = {name: round(m[name]["fit_seconds"] / k["fit_seconds"], 1)
+                                 for name in m if isinstance(m[name], dict) and "fit_seconds" in m[name]}
+
+
+def markdown(r: dict[str, Any]) -> str:
+    s = r["steps"]
+    rows = [f"| {r['customers']:,} customers, {r.get('lines') or 0:,} lines | seconds | peak GiB |", "|---|---|---|"]
+    for name, label in [("generate", "generate"), ("ingest", "custseg ingest"), ("features", "custseg features (median)"),
+                        ("duckdb_features", "DuckDB features (median)"), ("e2e", "custseg run, end to end")]:
+        if name in s:
+            secs = s[name].get("median_seconds", s[name].get("seconds"))
+            rows.append(f"| {label} | {secs} | {s[name]['peak_rss_gib']} |")
+    if "mllib" in s:
+        for name, v in s["mllib"].items():
+            if isinstance(v, dict):
+                rows.append(f"| MLlib {name} ({v['iterations']} it.) | {v['fit_seconds']} | |")
+    if "sklearn" in s:
+        rows.append(f"| scikit-learn Lloyd ({s['sklearn']['iterations']} it.) | {round(s['sklearn']['fit_seconds'], 3)} | "
+                    f"{s['sklearn']['process_peak_rss_gib']} |")
+    if "features_vs_duckdb" in r:
+        rows.append(f"\nfeatures / DuckDB: {r['features_vs_duckdb']}x")
+    if "mllib_vs_sklearn" in r:
+        rows.append(f"MLlib / scikit-learn: {r['mllib_vs_sklearn']}")
+    if "agreement" in r:
+        rows.append(f"agreement: {'yes' if r['agreement']['agree'] else 'NO'} ({r['agreement']['columns_compared']} "
+                    f"columns, {r['agreement']['rows']:,} customers)")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
