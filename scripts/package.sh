@@ -6,8 +6,9 @@
 #                                             delta-spark's Python API. No pyspark/py4j: every Spark installation
 #                                             puts its own on the Python workers' path, matching its JVM.
 # --py-files cannot carry numpy's and pyarrow's native libraries; an unpacked environment can.
-# The environment's bin/python links to the base interpreter it was made from (here: the one behind
-# .venv), so every node needs that interpreter at the same path; see README "On a cluster".
+# The environment's bin/python links to the base interpreter it was made from, so every node needs that
+# interpreter at the same path: by default the one behind .venv; CUSTSEG_PACK_PYTHON=/usr/bin/python3.11
+# picks another (same minor version as .venv, whose wheels are packed). See README "On a cluster".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -29,7 +30,10 @@ rm -rf build/lib build/bdist.* 2>/dev/null || true
 wheel="$(ls "$DIST"/custseg-*.whl)"
 
 echo "package: installing it into a clean environment $ENV_DIR"
-base="$("$PY" -c 'import sys; print(sys._base_executable)')"
+base="${CUSTSEG_PACK_PYTHON:-$("$PY" -c 'import sys; print(sys._base_executable)')}"
+want="$("$PY" -c 'import sys; print(sys.version_info[:2])')"
+have="$("$base" -c 'import sys; print(sys.version_info[:2])')" || { echo "package: cannot run $base" >&2; exit 1; }
+[ "$have" = "$want" ] || { echo "package: $base is Python $have; the packed wheels are for $want (.venv)" >&2; exit 1; }
 rm -rf "$ENV_DIR"
 "$base" -m venv --without-pip "$ENV_DIR"
 # the dev environment's pip installs into the new one; the wheels come from set-up's wheelhouse
@@ -50,4 +54,5 @@ print(f"package: environment OK: custseg {custseg.__version__}, numpy {numpy.__v
 
 echo "package: packing $ENV_DIR into $ARCHIVE"
 "$VENV/bin/venv-pack" --prefix "$ENV_DIR" --output "$ARCHIVE" --force --quiet
-ls -l "$wheel" "$ARCHIVE" | awk '{printf "package: %s (%.1f MB)\n", $NF, $5 / 1048576}'
+ls -l "$wheel" "$ARCHIVE" | awk '{printf "package: %s (%.2f MB)\n", $NF, $5 / 1048576}'
+echo "package: its Python links to $base: every node needs that interpreter at that path"
