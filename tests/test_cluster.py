@@ -477,6 +477,7 @@ def _latest_run(spark, root: str) -> dict[str, Any]:  # type: ignore[no-untyped-
     return tables.read(spark, f"{root}/{C.TABLE_RUNS}").orderBy(F.desc("started_at")).first().asDict(recursive=True)
 
 
+@pytest.mark.skip(reason="fault test finished late in session 1 and not yet verified from a clean clone (issue 5 open)")
 def test_lost_worker_and_killed_driver(spark, cluster: Cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     inbox = tmp_path / "inbox"
     root_dir = tmp_path / "out"
