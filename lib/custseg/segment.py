@@ -59,7 +59,6 @@ LOG_FEATURES: frozenset[str] = frozenset({
     C.AVG_GROSS_PER_DAY, C.GAP_MEAN_DAYS, C.GAP_STD_DAYS, C.SPEND_PREV_90D, C.TREND_RATIO_90D,
 })
 MAP_FEATURES: frozenset[str] = frozenset({C.CATEGORY_SPEND_SHARE, C.CHANNEL_SPEND_SHARE})
-VALUE_FEATURE = C.GROSS_SPEND  # orders segment ids
 
 PREDICTION = "prediction"
 _IMPUTED_SUFFIX = "__imp"
@@ -243,17 +242,6 @@ def choose(candidates: Sequence[Candidate]) -> tuple[Candidate | None, str]:
 
 
 # --- assignment -----------------------------------------------------------------------------------
-
-def value_order(centers: Sequence[Sequence[float]], value_index: int | None) -> list[int]:
-    """New segment id for each cluster index: by the value feature's centre coordinate, highest first."""
-    if value_index is None:
-        return list(range(len(centers)))
-    ranked = sorted(range(len(centers)), key=lambda i: (-centers[i][value_index], i))
-    new_id = [0] * len(centers)
-    for rank, idx in enumerate(ranked):
-        new_id[idx] = rank
-    return new_id
-
 
 def with_segment_and_distance(
     centers: Sequence[Sequence[float]], relabel: Sequence[int], features_col: str
