@@ -233,7 +233,7 @@ class Cluster:
 
     def ours(self) -> list[int]:
         """Live processes this cluster started: recorded pids, and any JVM pointing at its folder or ports."""
-        marks = (str(self.dir), self.master_url, f"127.0.0.1:{self.master_port}")
+        marks = (str(self.dir), self.master_url)  # workers' and drivers' --master; executors: by their cwd
         found = {p for p in self.seen_pids if _alive(p)}
         for d in Path("/proc").iterdir():
             if not d.name.isdigit() or int(d.name) == os.getpid():
