@@ -191,6 +191,7 @@ def sklearn_kmeans(matrix: str, k: int, iterations: int, seed: int, out: str) ->
                    random_state=seed).fit(x)
     seconds = time.perf_counter() - t0
     Path(out).write_text(json.dumps({"fit_seconds": seconds, "iterations": int(model.n_iter_),
+                                     "seconds_per_iteration": seconds / max(int(model.n_iter_), 1),
                                      "cost": float(model.inertia_), "rows": int(x.shape[0]), "dims": int(x.shape[1])}))
 
 
@@ -261,20 +262,23 @@ def mllib_kmeans(out_root: str, as_of: str, k: int, iterations: int, seed: int, 
     m.count()
     m.select(vector_to_array(C.SCALED_VECTOR).alias("x")).write.mode("overwrite").parquet(matrix_out)
     res: dict[str, Any] = {"rows": n, "dims": len(specs), "partitions": parts}
+    def kmeans(**kw: Any) -> Any:
+        return KMeans(k=k, maxIter=iterations, tol=0.0, seed=seed, featuresCol=C.SCALED_VECTOR, **kw)
+
     for name, est in [
-        ("kmeans_random_auto", KMeans(k=k, maxIter=iterations, tol=0.0, initMode="random", seed=seed,
-                                      featuresCol=C.SCALED_VECTOR)),
-        ("kmeans_random_row", KMeans(k=k, maxIter=iterations, tol=0.0, initMode="random", seed=seed,
-                                     solver="row", featuresCol=C.SCALED_VECTOR)),
-        ("kmeans_random_block", KMeans(k=k, maxIter=iterations, tol=0.0, initMode="random", seed=seed,
-                                       solver="block", featuresCol=C.SCALED_VECTOR)),
-        ("kmeans_default_init", KMeans(k=k, maxIter=iterations, tol=0.0, seed=seed, featuresCol=C.SCALED_VECTOR)),
+        ("kmeans_random_auto", kmeans(initMode="random")),
+        ("kmeans_random_row", kmeans(initMode="random", solver="row")),
+        ("kmeans_random_block", kmeans(initMode="random", solver="block")),
+        ("kmeans_parallel_auto", kmeans()),  # MLlib's defaults: k-means|| initialisation, solver auto
+        ("kmeans_parallel_block", kmeans(solver="block")),  # what custseg's segment stage runs
         ("bisecting_kmeans", BisectingKMeans(k=k, maxIter=iterations, seed=seed, featuresCol=C.SCALED_VECTOR)),
     ]:
         t0 = time.perf_counter()
         model = est.fit(m)
-        res[name] = {"fit_seconds": round(time.perf_counter() - t0, 3), "cost": float(model.summary.trainingCost),
-                     "iterations": int(getattr(model.summary, "numIter", iterations))}
+        secs = time.perf_counter() - t0
+        its = int(getattr(model.summary, "numIter", iterations))
+        res[name] = {"fit_seconds": round(secs, 3), "cost": float(model.summary.trainingCost), "iterations": its,
+                     "seconds_per_iteration": round(secs / max(its, 1), 4)}
         print(f"  mllib {name}: {res[name]}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     pred = KMeans(k=k, maxIter=iterations, initMode="random", seed=seed, featuresCol=C.SCALED_VECTOR).fit(m).transform(m)
@@ -420,7 +424,10 @@ def _ratios(r: dict[str, Any]) -> None:
         m, k = s["mllib"], s["sklearn"]
         r["mllib_vs_sklearn"] = {name: round(m[name]["fit_seconds"] / k["fit_seconds"], 1)
                                  for name in m if isinstance(m[name], dict) and "fit_seconds" in m[name]}
-
+        # the iteration counts differ (each stops when its centres stop moving): compare per iteration too
+        r["mllib_vs_sklearn_per_iteration"] = {
+            name: round(m[name]["seconds_per_iteration"] / k["seconds_per_iteration"], 1)
+            for name in m if isinstance(m[name], dict) and "seconds_per_iteration" in m[name]}
 
 def markdown(r: dict[str, Any]) -> str:
     s = r["steps"]
@@ -433,7 +440,8 @@ def markdown(r: dict[str, Any]) -> str:
     if "mllib" in s:
         for name, v in s["mllib"].items():
             if isinstance(v, dict):
-                rows.append(f"| MLlib {name} ({v['iterations']} it.) | {v['fit_seconds']} | |")
+                rows.append(f"| MLlib {name} ({v['iterations']} it., {v['seconds_per_iteration']} s/it.) | "
+                            f"{v['fit_seconds']} | |")
     if "sklearn" in s:
         rows.append(f"| scikit-learn Lloyd ({s['sklearn']['iterations']} it.) | {round(s['sklearn']['fit_seconds'], 3)} | "
                     f"{s['sklearn']['process_peak_rss_gib']} |")
@@ -441,6 +449,7 @@ def markdown(r: dict[str, Any]) -> str:
         rows.append(f"\nfeatures / DuckDB: {r['features_vs_duckdb']}x")
     if "mllib_vs_sklearn" in r:
         rows.append(f"MLlib / scikit-learn: {r['mllib_vs_sklearn']}")
+        rows.append(f"MLlib / scikit-learn per iteration: {r['mllib_vs_sklearn_per_iteration']}")
     if "agreement" in r:
         rows.append(f"agreement: {'yes' if r['agreement']['agree'] else 'NO'} ({r['agreement']['columns_compared']} "
                     f"columns, {r['agreement']['rows']:,} customers)")

@@ -125,13 +125,13 @@ def test_filter_as_of_keeps_rows_on_or_before_d(cut: DataFrame) -> None:
 
 
 def test_top_values_ordering(cut: DataFrame, transactions: DataFrame) -> None:
-    assert features.top_values(cut, C.CATEGORY, 2) == ["books", "toys"]
+    assert features.top_values(cut, {C.CATEGORY: 2})[C.CATEGORY] == ["books", "toys"]
     # games and garden tie at 30: by name
-    assert features.top_values(cut, C.CATEGORY, 3) == ["books", "toys", "games"]
-    assert features.top_values(cut, C.CATEGORY, 10) == ["books", "toys", "games", "garden"]
-    assert features.top_values(cut, C.CHANNEL, 5) == ["online", "store", "app"]
+    assert features.top_values(cut, {C.CATEGORY: 3})[C.CATEGORY] == ["books", "toys", "games"]
+    assert features.top_values(cut, {C.CATEGORY: 10})[C.CATEGORY] == ["books", "toys", "games", "garden"]
+    assert features.top_values(cut, {C.CHANNEL: 5})[C.CHANNEL] == ["online", "store", "app"]
     # without the as-of cut the later purchases (garden 1500) would change the ranking
-    assert features.top_values(transactions, C.CATEGORY, 2) == ["garden", "books"]
+    assert features.top_values(transactions, {C.CATEGORY: 2})[C.CATEGORY] == ["garden", "books"]
 
 
 def test_top_values_ignores_other_null_and_returns(spark: SparkSession) -> None:
@@ -145,7 +145,15 @@ def test_top_values_ignores_other_null_and_returns(spark: SparkSession) -> None:
         ],
         TRANSACTIONS_SCHEMA,
     )
-    assert features.top_values(df, C.CATEGORY, 5) == ["hats", "shoes"]
+    assert features.top_values(df, {C.CATEGORY: 5})[C.CATEGORY] == ["hats", "shoes"]
+
+
+def test_top_values_of_several_columns_in_one_pass(cut: DataFrame) -> None:
+    assert features.top_values(cut, {C.CATEGORY: 2, C.CHANNEL: 1}) == {C.CATEGORY: ["books", "toys"],
+                                                                      C.CHANNEL: ["online"]}
+    assert features.top_values(cut, {C.CHANNEL: 5, C.CATEGORY: 3}) == {C.CATEGORY: ["books", "toys", "games"],
+                                                                      C.CHANNEL: ["online", "store", "app"]}
+    assert features.top_values(cut, {}) == {}
 
 
 def test_every_feature_hand_computed(spark: SparkSession, feats: DataFrame) -> None:

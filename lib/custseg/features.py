@@ -24,9 +24,9 @@ Customers whose history up to D holds only returns have no purchase day and are 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from custseg import columns as C
@@ -60,20 +60,37 @@ def filter_as_of(as_of: dt.date) -> Callable[[DataFrame], DataFrame]:
     return transform
 
 
-def top_values(df: DataFrame, column: str, n: int) -> list[str]:
-    """The `n` values of `column` with the most gross spend (ties by name), excluding the 'other' key.
+def top_values(df: DataFrame, limits: Mapping[str, int]) -> dict[str, list[str]]:
+    """For each column, its `n` values with the most gross spend (ties by name), excluding 'other'.
 
-    An action, bounded by n: the driver holds n values, never customer-sized data.
+    One pass over `df` for all the columns (grouping sets), and an action bounded by the sum of the
+    limits: the driver holds those few values, never customer-sized data.
     """
+    cols = list(limits)
+    if not cols:
+        return {}
+    value, which, gross = "_value", "_column", "_gross"
+    grouped = [f"_grouped_{i}" for i in range(len(cols))]
+    per_set = (
+        df.filter(F.col(C.AMOUNT) > 0)
+        .groupingSets([[c] for c in cols], *cols)
+        .agg(F.sum(C.AMOUNT).alias(gross), *[F.grouping(c).alias(g) for c, g in zip(cols, grouped)])
+        # in each grouping set exactly one column is grouped (grouping() == 0); the others are null
+        .select(F.coalesce(*[F.when(F.col(g) == 0, F.lit(c)) for c, g in zip(cols, grouped)]).alias(which),
+                F.coalesce(*[F.when(F.col(g) == 0, F.col(c)) for c, g in zip(cols, grouped)]).alias(value), gross)
+    )
+    limit = F.element_at(F.create_map(*[x for c in cols for x in (F.lit(c), F.lit(limits[c]))]), F.col(which))
+    rank = F.row_number().over(Window.partitionBy(which).orderBy(F.desc(gross), F.asc(value)))
     rows = (
-        df.filter(F.col(column).isNotNull() & (F.col(column) != C.OTHER_KEY) & (F.col(C.AMOUNT) > 0))
-        .groupBy(column)
-        .agg(F.sum(C.AMOUNT).alias("gross"))
-        .orderBy(F.desc("gross"), F.asc(column))
-        .limit(n)
+        per_set.filter(F.col(value).isNotNull() & (F.col(value) != C.OTHER_KEY))
+        .withColumn("_rank", rank)
+        .filter(F.col("_rank") <= limit)
         .collect()
     )
-    return [r[column] for r in rows]
+    out: dict[str, list[str]] = {c: [] for c in cols}
+    for r in sorted(rows, key=lambda r: r["_rank"]):
+        out[r[which]].append(r[value])
+    return out
 
 
 def _share_sums(top_categories: Sequence[str], top_channels: Sequence[str], value: Callable[[str, int], Column]

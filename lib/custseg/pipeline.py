@@ -156,10 +156,10 @@ def run_ingest(spark: SparkSession, ctx: RunContext) -> dict[str, Any]:
         kept = Observation("kept")
         clean = (
             validated.transform(ingest.filter_clean)
+            .transform(ingest.clustered_by_day)
             .transform(ingest.drop_duplicate_lines(C.ROLE_TRANSACTION_ID in cols))
             .transform(ingest.to_transactions(batch))
             .observe(kept, F.count(F.lit(1)).alias("rows"))
-            .repartition(C.TXN_DATE)  # one file per day per write, not one per day per input split
         )
         quarantined = validated.transform(ingest.filter_quarantined).transform(ingest.to_quarantine(batch, ctx.started))
         manifest = spark.createDataFrame(
@@ -232,8 +232,9 @@ def run_features(spark: SparkSession, ctx: RunContext, as_of: dt.date) -> dict[s
         tx = read_transactions(spark, cfg).transform(features.filter_as_of(as_of))
         if tx.isEmpty():
             raise StageError(f"no transactions on or before {as_of}: nothing to compute")
-        top_categories = features.top_values(tx, C.CATEGORY, cfg["features.top_categories"])
-        top_channels = features.top_values(tx, C.CHANNEL, cfg["features.top_channels"])
+        tops = features.top_values(tx, {C.CATEGORY: cfg["features.top_categories"],
+                                        C.CHANNEL: cfg["features.top_channels"]})
+        top_categories, top_channels = tops[C.CATEGORY], tops[C.CHANNEL]
         log.info("features: as of %s; top categories %s; channels %s", as_of, top_categories or "(none)",
                  top_channels or "(none)")
         obs = Observation("features")
