@@ -511,11 +511,23 @@ def record_run(spark: SparkSession, ctx: RunContext, as_of: dt.date | None, stag
 
 # --- the run ------------------------------------------------------------------------------------
 
-def table_rows(spark: SparkSession, cfg: Config) -> dict[str, dict[str, Any]]:
-    """Row count and version of each custseg table that exists (Delta answers counts from its stats)."""
+STAGE_TABLES = {
+    "ingest": (C.TABLE_TRANSACTIONS, C.TABLE_QUARANTINE, C.TABLE_INGESTED_FILES),
+    "features": (C.TABLE_CUSTOMER_FEATURES,),
+    "segment": (C.TABLE_SEGMENTS, C.TABLE_MODEL_SELECTION),
+    "profile": (C.TABLE_SEGMENT_PROFILES,),
+}
+
+
+def table_rows(spark: SparkSession, cfg: Config, stages: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Row count and version of each table `stages` write (all stages by default) and of runs.
+
+    Delta answers the counts from its statistics; each table still costs a log read, so a one-stage run
+    reports only its own tables.
+    """
+    names = [t for st in (stages or list(STAGE_TABLES)) for t in STAGE_TABLES.get(st, ())] + [C.TABLE_RUNS]
     out: dict[str, dict[str, Any]] = {}
-    for name in (C.TABLE_TRANSACTIONS, C.TABLE_QUARANTINE, C.TABLE_INGESTED_FILES, C.TABLE_CUSTOMER_FEATURES,
-                 C.TABLE_SEGMENTS, C.TABLE_SEGMENT_PROFILES, C.TABLE_MODEL_SELECTION, C.TABLE_RUNS):
+    for name in names:
         path = cfg.table_path(name)
         if tables.exists(spark, path):
             out[name] = {"rows": tables.read(spark, path).count(), "version": tables.version(spark, path)}
@@ -534,7 +546,7 @@ def run_stages(spark: SparkSession, ctx: RunContext, stages: list[str], as_of: d
             log.warning("could not record the failed run", exc_info=True)
         raise
     record_run(spark, ctx, state["as_of"], stages, None)
-    summary["tables"] = table_rows(spark, ctx.cfg)
+    summary["tables"] = table_rows(spark, ctx.cfg, stages)
     return summary
 
 
