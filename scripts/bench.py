@@ -271,6 +271,10 @@ def mllib_kmeans(out_root: str, as_of: str, k: int, iterations: int, seed: int, 
         ("kmeans_random_block", kmeans(initMode="random", solver="block")),
         ("kmeans_parallel_auto", kmeans()),  # MLlib's defaults: k-means|| initialisation, solver auto
         ("kmeans_parallel_block", kmeans(solver="block")),  # what custseg's segment stage runs
+        # the same with one iteration: its fixed cost (conversion to blocks, k-means|| initialisation, count),
+        # so that (fit - fixed) / (iterations - 1) is the cost of one more iteration
+        ("kmeans_parallel_block_1it", KMeans(k=k, maxIter=1, tol=0.0, seed=seed, solver="block",
+                                             featuresCol=C.SCALED_VECTOR)),
         ("bisecting_kmeans", BisectingKMeans(k=k, maxIter=iterations, seed=seed, featuresCol=C.SCALED_VECTOR)),
     ]:
         t0 = time.perf_counter()
@@ -280,6 +284,11 @@ def mllib_kmeans(out_root: str, as_of: str, k: int, iterations: int, seed: int, 
         res[name] = {"fit_seconds": round(secs, 3), "cost": float(model.summary.trainingCost), "iterations": its,
                      "seconds_per_iteration": round(secs / max(its, 1), 4)}
         print(f"  mllib {name}: {res[name]}", file=sys.stderr, flush=True)
+    full, one = res["kmeans_parallel_block"], res["kmeans_parallel_block_1it"]
+    if full["iterations"] > 1:
+        res["block_fixed_seconds"] = one["fit_seconds"]
+        res["block_seconds_per_extra_iteration"] = round(
+            (full["fit_seconds"] - one["fit_seconds"]) / (full["iterations"] - 1), 4)
     t0 = time.perf_counter()
     pred = KMeans(k=k, maxIter=iterations, initMode="random", seed=seed, featuresCol=C.SCALED_VECTOR).fit(m).transform(m)
     pred.cache().count()
@@ -450,6 +459,9 @@ def markdown(r: dict[str, Any]) -> str:
     if "mllib_vs_sklearn" in r:
         rows.append(f"MLlib / scikit-learn: {r['mllib_vs_sklearn']}")
         rows.append(f"MLlib / scikit-learn per iteration: {r['mllib_vs_sklearn_per_iteration']}")
+        if "block_seconds_per_extra_iteration" in s["mllib"]:
+            rows.append(f"MLlib block solver: {s['mllib']['block_fixed_seconds']} s fixed per fit, "
+                        f"{s['mllib']['block_seconds_per_extra_iteration']} s per further iteration")
     if "agreement" in r:
         rows.append(f"agreement: {'yes' if r['agreement']['agree'] else 'NO'} ({r['agreement']['columns_compared']} "
                     f"columns, {r['agreement']['rows']:,} customers)")

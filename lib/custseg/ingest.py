@@ -195,7 +195,12 @@ def with_quarantine_reasons(
             checks.append((C.REASON_UNPARSABLE_AMOUNT, ~missing_amount & F.col(C.QUANTITY).isNotNull()
                            & F.col(C.UNIT_PRICE).isNotNull() & (F.abs(F.col(C.AMOUNT)) == float("inf"))))
         reasons = F.filter(F.array(*[F.when(cond, F.lit(code)) for code, cond in checks]), lambda x: x.isNotNull())
-        return df.withColumn(C.REASONS, reasons).withColumn(C.REASON, F.get(F.col(C.REASONS), 0))
+        # the first failing check, as a CASE chain: the clean path and the counts need only this, so the
+        # `reasons` array (a higher-order function, which Spark does not compile) is built for bad rows only
+        first = F.when(checks[0][1], F.lit(checks[0][0]))
+        for code, cond in checks[1:]:
+            first = first.when(cond, F.lit(code))
+        return df.withColumn(C.REASONS, reasons).withColumn(C.REASON, first)
 
     return transform
 
