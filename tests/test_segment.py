@@ -98,3 +98,37 @@ def test_preprocessing_logs_imputes_and_scales(spark) -> None:  # type: ignore[n
     stats = df.agg(*segment.non_finite_counts(df, specs)).first().asDict()
     assert stats["nonfinite__in__return_rate"] == 1
     assert stats["std__in__return_rate"] == 0.0
+
+
+class _FakeModel:
+    """Stands in for a fitted MLlib model: a given cost, fixed clusters for the silhouette."""
+
+    def __init__(self, cost: float, seed: int) -> None:
+        self.seed = seed
+        self.summary = type("Summary", (), {"trainingCost": cost, "clusterSizes": [2, 2]})()
+
+    def transform(self, df):  # type: ignore[no-untyped-def]
+        from pyspark.sql import functions as F
+
+        return df.withColumn(segment.PREDICTION, F.when(F.col("id") < 2, 0).otherwise(1))
+
+
+def test_equal_costs_keep_the_earlier_seed(spark, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # two starts at the same optimum differ only by float summation order: the earlier seed must win, or a
+    # cluster and local mode (different partitionings) could keep different starts
+    costs = {1: 100.0, 2: 100.0 * (1 - 1e-12), 3: 90.0}
+
+    class Est:
+        def __init__(self, seed: int) -> None:
+            self.seed = seed
+
+        def fit(self, df):  # type: ignore[no-untyped-def]
+            return _FakeModel(costs[self.seed], self.seed)
+
+    monkeypatch.setattr(segment, "make_estimator", lambda algorithm, k, seed, max_iter, col: Est(seed))
+    df = spark.createDataFrame([(i, Vectors.dense([float(i // 2 * 10), 0.0])) for i in range(4)], ["id", "v"])
+    model, cand = segment.fit_and_score("kmeans", 2, df, "v", [1, 2], 10, 0.0)
+    assert (model.seed, cand.seed, cand.cost, cand.starts) == (1, 1, 100.0, 2)
+    model, cand = segment.fit_and_score("kmeans", 2, df, "v", [1, 2, 3], 10, 0.0)
+    assert (model.seed, cand.cost) == (3, 90.0)  # a real improvement still wins
+    assert cand.silhouette is not None and cand.silhouette > 0.9

@@ -134,7 +134,7 @@ SCHEMA: dict[str, Key] = {
     "generate.path": Key(str, "data/sample/transactions.csv", help="where `custseg generate` writes the log"),
     "generate.truth_path": Key(str, "data/sample/truth", help="where it writes each customer's planted group (Parquet)"),
     "generate.format": Key(str, "csv", choices=GENERATE_FORMATS, help="format of the generated log"),
-    "generate.customers": Key(int, 5000, check=_positive, help="number of customers (about 20 lines each)"),
+    "generate.customers": Key(int, 5000, check=_positive, help="number of customers (about 54 invoice lines each)"),
     "generate.seed": Key(int, 7, help="generator seed: same seed, same log"),
     "generate.start_date": Key(str, "2022-01-01", check=_iso_date, help="first day of generated history"),
     "generate.end_date": Key(str, "2024-12-31", check=_iso_date, help="last day of generated history"),

@@ -169,6 +169,9 @@ class Candidate:
         return asdict(self)
 
 
+COST_TIE_TOLERANCE = 1e-9  # relative: costs closer than this are the same optimum
+
+
 def make_estimator(algorithm: str, k: int, seed: int, max_iter: int, features_col: str) -> Any:
     """KMeans or BisectingKMeans, configured by keyword, seed always set."""
     if algorithm == "kmeans":
@@ -198,7 +201,9 @@ def fit_and_score(
         model = make_estimator(algorithm, k, seed, max_iter, features_col).fit(df)
         cost = float(model.summary.trainingCost)
         cand.starts += 1
-        if best is None or cost < best[1]:
+        # starts that reach the same optimum differ in cost only by the order of floating-point sums, which
+        # follows the partitioning: such ties keep the earlier seed, so local mode and a cluster agree
+        if best is None or cost < best[1] - COST_TIE_TOLERANCE * abs(best[1]):
             best = (model, cost, seed)
     assert best is not None
     model, cand.cost, cand.seed = best
