@@ -181,7 +181,7 @@ def duckdb_features(raw: str, out: str, as_of: str, threads: int, top_categories
            CASE WHEN ntx > 0 THEN nret / ntx END AS return_rate,
            CASE WHEN gross > 0 THEN returned_value / gross END AS returned_share,
            g.gap_mean_days, g.gap_std_days, spend_prev_90d,
-           CASE WHEN spend_prev_90d > 0 THEN last90 / spend_prev_90d END AS trend_ratio_90d,
+           CASE WHEN spend_prev_90d > 1e-6 THEN last90 / spend_prev_90d END AS trend_ratio_90d,
            cust.* EXCLUDE (c, first_d, last_d, n_days, ntx, nbuy, nret, n_lines, total_spend, gross, returned_value,
                       last90, spend_prev_90d)
     FROM cust LEFT JOIN g ON cust.c = g.c

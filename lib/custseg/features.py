@@ -17,7 +17,8 @@ Definitions (days are whole calendar days in the input time zone):
   consecutive purchase days; null for one-day customers;
 - spend shares per category / channel: each top value's share of gross spend, the rest as 'other';
 - windowed: spend and transactions in the w days ending on D (D - w < day <= D); trend_ratio_90d =
-  net spend in the last 90 days / net spend in the 90 days before (null when that is not positive).
+  net spend in the last 90 days / net spend in the 90 days before (null when that is not above 1e-6:
+  purchases and returns that cancel out leave float noise, not a base to divide by).
 Customers whose history up to D holds only returns have no purchase day and are left out.
 """
 
@@ -32,6 +33,8 @@ from pyspark.sql import functions as F
 from custseg import columns as C
 
 TREND_WINDOW_DAYS = 90
+# purchases and returns that cancel out leave float noise (1e-14) in a net sum: no trend base below this
+MIN_TREND_BASE = 1e-6
 
 # per (customer, day) helper columns
 _DAY_NET = "day_net"
@@ -268,7 +271,7 @@ def customer_features(
             *[F.col(C.spend_last(w)) for w in windows_days],
             *[F.col(C.transactions_last(w)).cast("long").alias(C.transactions_last(w)) for w in windows_days],
             prev.alias(C.SPEND_PREV_90D),
-            ratio(F.col("_trend_last"), prev).alias(C.TREND_RATIO_90D),
+            F.when(prev > MIN_TREND_BASE, F.col("_trend_last") / prev).alias(C.TREND_RATIO_90D),
             _share_map(C.CATEGORY, top_categories, gross).alias(C.CATEGORY_SPEND_SHARE),
             _share_map(C.CHANNEL, top_channels, gross).alias(C.CHANNEL_SPEND_SHARE),
         )
