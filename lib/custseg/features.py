@@ -240,8 +240,8 @@ def customer_features(
         gross = F.col(C.GROSS_SPEND)
         prev = F.col(C.SPEND_PREV_90D)
 
-        def ratio(num: Column, den: Column) -> Column:
-            return F.when(den > 0, num / den)
+        def ratio(num: Column, den: Column, above: float = 0.0) -> Column:
+            return F.when(den > above, num / den)
 
         return per_customer.select(
             d.alias(C.AS_OF_DATE),
@@ -271,7 +271,7 @@ def customer_features(
             *[F.col(C.spend_last(w)) for w in windows_days],
             *[F.col(C.transactions_last(w)).cast("long").alias(C.transactions_last(w)) for w in windows_days],
             prev.alias(C.SPEND_PREV_90D),
-            F.when(prev > MIN_TREND_BASE, F.col("_trend_last") / prev).alias(C.TREND_RATIO_90D),
+            ratio(F.col("_trend_last"), prev, MIN_TREND_BASE).alias(C.TREND_RATIO_90D),
             _share_map(C.CATEGORY, top_categories, gross).alias(C.CATEGORY_SPEND_SHARE),
             _share_map(C.CHANNEL, top_channels, gross).alias(C.CHANNEL_SPEND_SHARE),
         )
