@@ -333,6 +333,15 @@ def test_duplicate_lines_dropped_when_transaction_id_mapped(spark: SparkSession)
     assert sorted(r[C.TRANSACTION_ID] for r in out.collect()) == ["T1", "T2"]
 
 
+def test_duplicate_line_kept_is_the_one_from_the_first_file_in_path_order(spark: SparkSession) -> None:
+    rows = [DUP_ROWS[1], DUP_ROWS[0]]  # b.csv's copy first
+    for parts in (1, 2):  # in one partition, and with the copies in different input partitions
+        df = spark.createDataFrame(rows, AMOUNT_SCHEMA).repartition(parts)
+        out = (validated(df, AMOUNT_MAP).transform(ingest.filter_clean).transform(ingest.clustered_by_day)
+               .transform(ingest.drop_duplicate_lines(True)))
+        assert [(r[C.TRANSACTION_ID], r[C.SOURCE_FILE]) for r in out.collect()] == [("T1", "file:/in/a.csv")]
+
+
 def test_duplicate_lines_kept_without_transaction_id(spark: SparkSession) -> None:
     df = spark.createDataFrame(DUP_ROWS, AMOUNT_SCHEMA)
     cols = {k: v for k, v in AMOUNT_MAP.items() if k != "transaction_id"}

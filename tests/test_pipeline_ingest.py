@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from custseg import columns as C
 from custseg import config, pipeline, sources, tables
 from custseg.config import Config
-from custseg.ingest import TRANSACTIONS_SCHEMA
+from custseg.ingest import QUARANTINE_COLUMNS, TRANSACTIONS_SCHEMA
 
 HEADER = "CustomerID,InvoiceNo,InvoiceDate,Quantity,UnitPrice,Category,Channel,Country"
 COLUMNS = [
@@ -117,6 +117,22 @@ def test_overwrite_ingest_counts(spark: SparkSession, main_ingest: tuple[Config,
     manifest = tables.read(spark, cfg.table_path(C.TABLE_INGESTED_FILES)).collect()
     assert len(manifest) == 1
     assert manifest[0][C.FILE_PATH].endswith("/in/log.csv")
+
+
+def test_overwrite_with_clean_input_empties_the_quarantine_without_a_second_pass(
+    spark: SparkSession, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = make_cfg(write_csv(tmp_path / "in" / "log.csv", MAIN_LINES), tmp_path / "out")
+    pipeline.run_ingest(spark, pipeline.RunContext(cfg))
+    assert count(spark, cfg, C.TABLE_QUARANTINE) == 5
+    write_csv(tmp_path / "in" / "log.csv", A_LINES)  # the same path, now without a bad line
+    with caplog.at_level("INFO", logger="custseg.pipeline"):
+        result = pipeline.run_ingest(spark, pipeline.RunContext(cfg))
+    assert (result["input"], result["clean"], result["quarantined"]) == (2, 2, 0)
+    assert "without a second pass" in caplog.text
+    assert count(spark, cfg, C.TABLE_QUARANTINE) == 0  # the earlier bad rows are gone with the earlier input
+    assert count(spark, cfg, C.TABLE_TRANSACTIONS) == 2
+    assert tables.read(spark, cfg.table_path(C.TABLE_QUARANTINE)).columns == list(QUARANTINE_COLUMNS)
 
 
 def test_overwrite_ingest_again_replaces_rather_than_adds(

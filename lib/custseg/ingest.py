@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -62,6 +62,7 @@ DUPLICATE_KEY = (C.CUSTOMER_ID, C.TRANSACTION_ID, C.TXN_TS, C.AMOUNT, C.QUANTITY
 # raw (as-read) helper columns, dropped before writing
 _RAW = "__raw_"
 _UNIQUE = "__line_key"
+_RANK = "__line_rank"
 
 
 def _blank_to_null(c: Column) -> Column:
@@ -216,10 +217,16 @@ def filter_quarantined(df: DataFrame) -> DataFrame:
 
 
 def drop_duplicate_lines(has_transaction_id: bool) -> Callable[[DataFrame], DataFrame]:
-    """Keep one of each set of exactly equal lines that carry a transaction id.
+    """Keep one of each set of exactly equal lines that carry a transaction id: the one from the first
+    source file in path order, so that a re-run keeps the same line.
 
     Lines without an id (the role unmapped, or blank on that line) are all kept: two equal lines can be
     two real purchases of the same item in the same second.
+
+    A `row_number` window rather than `dropDuplicates`: the latter keeps the source file with `first()`, a
+    string aggregate that Spark runs as two sort-based aggregates (partial and final, sorted twice); the
+    window sorts once, and with `txn_date` leading its keys that sort also serves the writer, which
+    needs each task's rows ordered by the partition column.
     """
 
     def transform(df: DataFrame) -> DataFrame:
@@ -230,7 +237,9 @@ def drop_duplicate_lines(has_transaction_id: bool) -> Callable[[DataFrame], Data
         # txn_date (a function of txn_ts) changes nothing about which lines are equal; with it in the key, rows
         # already clustered by day (`clustered_by_day`) are deduplicated without another shuffle
         day = [C.TXN_DATE] if C.TXN_DATE in df.columns else []
-        return df.withColumn(_UNIQUE, own_key).dropDuplicates([*DUPLICATE_KEY, *day, _UNIQUE]).drop(_UNIQUE)
+        lines = Window.partitionBy(*day, *DUPLICATE_KEY, _UNIQUE).orderBy(C.SOURCE_FILE)
+        return (df.withColumn(_UNIQUE, own_key).withColumn(_RANK, F.row_number().over(lines))
+                .filter(F.col(_RANK) == 1).drop(_UNIQUE, _RANK))
 
     return transform
 
