@@ -310,6 +310,11 @@ def _usable_specs(feats: DataFrame, cfg: Config) -> tuple[list[segment.FeatureSp
 ROWS_PER_MATRIX_PARTITION = 250_000
 
 
+def _matrix_partitions(spark: SparkSession, rows: int) -> int:
+    """MLlib runs one task per partition per iteration: a few, well-filled partitions are faster."""
+    return max(spark.sparkContext.defaultParallelism, rows // ROWS_PER_MATRIX_PARTITION)
+
+
 def run_segment(spark: SparkSession, ctx: RunContext, as_of: dt.date) -> dict[str, Any]:
     """Preprocess, select a model, fit it on all customers, and write segments and model_selection."""
     cfg = ctx.cfg
@@ -328,9 +333,8 @@ def run_segment(spark: SparkSession, ctx: RunContext, as_of: dt.date) -> dict[st
         log.info("segment: %d customers, %d model inputs: %s", n_customers, len(specs), ", ".join(s.name for s in specs))
         prep = segment.preprocessing_pipeline(specs, pca).fit(feats)
         fcol = segment.clustering_column(pca)
-        # MLlib runs one task per partition per iteration: a few, well-filled partitions are faster
-        target = max(spark.sparkContext.defaultParallelism, n_customers // ROWS_PER_MATRIX_PARTITION)
-        matrix = prep.transform(feats).select(C.CUSTOMER_ID, fcol, C.GROSS_SPEND).coalesce(target).cache()
+        matrix = (prep.transform(feats).select(C.CUSTOMER_ID, fcol, C.GROSS_SPEND)
+                  .coalesce(_matrix_partitions(spark, n_customers)).cache())
         try:
             result = _select_and_assign(spark, ctx, as_of, matrix, n_customers, fcol, prep, seed)
         finally:
@@ -350,7 +354,10 @@ def _select_and_assign(spark: SparkSession, ctx: RunContext, as_of: dt.date, mat
     seeds = [seed + i for i in range(n_starts)]
     sample_rows = cfg["segment.selection_sample_rows"]
     sampled = n_customers > sample_rows
-    train = matrix.sample(False, min(1.0, sample_rows / n_customers), seed).cache() if sampled else matrix
+    # the sample keeps the matrix's partitions unless coalesced: at 1.85M customers, 7 partitions of 14k rows,
+    # and every MLlib iteration would schedule 7 tasks where 2 do
+    train = (matrix.sample(False, min(1.0, sample_rows / n_customers), seed)
+             .coalesce(_matrix_partitions(spark, sample_rows)).cache() if sampled else matrix)
     n_train = train.count() if sampled else n_customers
     if sampled:
         log.info("segment: model selection on a seeded sample of %d of %d customers", n_train, n_customers)
