@@ -33,3 +33,25 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert steps["sklearn"]["rows"] == steps["mllib"]["rows"] == result["agreement"]["rows"]
     assert set(result["mllib_vs_sklearn"]) >= {"kmeans_random_row", "kmeans_random_block", "bisecting_kmeans"}
     assert "| custseg features (median) |" in out.stdout
+
+
+def test_tree_memory_counts_a_forked_child_once() -> None:
+    """A child that forked and has not exec'd maps its parent's pages: counting them again doubled the peak."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import bench
+    finally:
+        sys.path.pop(0)
+    code = ("import os, time\nx = bytearray(300 * 2**20)\nfor i in range(0, len(x), 4096): x[i] = 1\n"
+            "pid = os.fork()\nif pid: print('ready', flush=True)\ntime.sleep(30)\n"
+            "if pid: os.kill(pid, 9)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        private, total = bench.tree_rss(proc.pid)
+        assert len(bench._children().get(proc.pid, [])) == 1  # the forked child is in the tree
+        assert 300 * 2**20 <= private < 450 * 2**20, private / 2**20  # once, not twice (600+ MB)
+        assert total >= private
+    finally:
+        proc.kill()
+        proc.wait()
