@@ -301,7 +301,7 @@ def test_local_conf_loads() -> None:
     cfg = config.load(REPO / "conf" / "local.toml")
     assert cfg.source.endswith("local.toml")
     assert cfg["spark.master"] == "local[2]"
-    assert cfg["spark.shuffle_partitions"] == 8
+    assert cfg["spark.shuffle_partitions"] is None  # left to AQE: a fixed 8 spilled at 100M lines
     assert cfg["input.format"] == "csv"
     assert cfg["ingest.mode"] == "overwrite"
     assert cfg.column_map == {
