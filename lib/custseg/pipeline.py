@@ -333,8 +333,10 @@ def run_segment(spark: SparkSession, ctx: RunContext, as_of: dt.date) -> dict[st
         log.info("segment: %d customers, %d model inputs: %s", n_customers, len(specs), ", ".join(s.name for s in specs))
         prep = segment.preprocessing_pipeline(specs, pca).fit(feats)
         fcol = segment.clustering_column(pca)
+        # ordered by customer within its partitions: the rows' order (which follows shuffle fetch order) would
+        # otherwise change MLlib's float sums, BisectingKMeans' splits and the sample, between local and cluster
         matrix = (prep.transform(feats).select(C.CUSTOMER_ID, fcol, C.GROSS_SPEND)
-                  .coalesce(_matrix_partitions(spark, n_customers)).cache())
+                  .coalesce(_matrix_partitions(spark, n_customers)).sortWithinPartitions(C.CUSTOMER_ID).cache())
         try:
             result = _select_and_assign(spark, ctx, as_of, matrix, n_customers, fcol, prep, seed)
         finally:
