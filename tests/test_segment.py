@@ -132,3 +132,58 @@ def test_equal_costs_keep_the_earlier_seed(spark, monkeypatch) -> None:  # type:
     model, cand = segment.fit_and_score("kmeans", 2, df, "v", [1, 2, 3], 10, 0.0)
     assert (model.seed, cand.cost) == (3, 90.0)  # a real improvement still wins
     assert cand.silhouette is not None and cand.silhouette > 0.9
+
+
+def _planted_features(spark, n: int = 900):  # type: ignore[no-untyped-def]
+    """Three planted groups on three features, with overlap, so that BisectingKMeans' splits and the
+    sample matter; a null gap for one customer in ten (imputed with the median)."""
+    import random
+
+    rng = random.Random(5)
+    centres = [(5.0, 40.0, 0.05), (60.0, 8.0, 0.3), (200.0, 2.0, 0.0)]
+    rows = []
+    for i in range(n):
+        r, f, ret = centres[i % 3]
+        rows.append((f"c{i:05d}", rng.gauss(r, r / 2), rng.gauss(f, f / 2), abs(rng.gauss(ret, 0.1)),
+                     None if i % 10 == 0 else rng.uniform(1, 90)))
+    return spark.createDataFrame(rows, "customer_id string, recency_days double, n_transactions double, "
+                                       "return_rate double, gap_mean_days double")
+
+
+def _candidates(df, n_partitions: int) -> list[tuple]:  # type: ignore[no-untyped-def]
+    """Preprocess, lay out, sample and fit both algorithms, as the segment stage does."""
+    specs = segment.feature_specs([C.RECENCY_DAYS, C.N_TRANSACTIONS, C.RETURN_RATE, C.GAP_MEAN_DAYS], {})
+    laid_out = df.transform(segment.with_canonical_layout(n_partitions))
+    prep = segment.preprocessing_pipeline(specs).fit(laid_out)
+    matrix = prep.transform(laid_out).select(C.CUSTOMER_ID, C.SCALED_VECTOR).cache()
+    train = segment.selection_sample(matrix, 900, 500, 42, 300).cache()
+    out = []
+    for algo in ("kmeans", "bisecting_kmeans"):
+        for k in (3, 4):
+            _, c = segment.fit_and_score(algo, k, train, C.SCALED_VECTOR, [42, 43], 10, 0.0)
+            out.append((algo, k, c.seed, c.cost, c.silhouette, c.cluster_sizes))
+    sampled = sorted(r[0] for r in train.select(C.CUSTOMER_ID).collect())
+    train.unpersist()
+    matrix.unpersist()
+    return [*out, ("sample", len(sampled), hash(tuple(sampled)))]
+
+
+def test_matrix_partitions_follow_the_data_size_only() -> None:
+    assert segment.matrix_partitions(10, 250_000) == 2  # never fewer than two
+    assert segment.matrix_partitions(500_000, 250_000) == 2
+    assert segment.matrix_partitions(500_001, 250_000) == 3
+    assert segment.matrix_partitions(1_850_000, 250_000) == 8
+
+
+def test_candidates_do_not_depend_on_how_the_input_was_partitioned(spark) -> None:  # type: ignore[no-untyped-def]
+    # the same customers read as 1, 3 and 7 partitions in different orders (as a features table written by
+    # another run, or read on a cluster, would be): identical candidates, to the last bit, and the same sample
+    from pyspark.sql import functions as F
+
+    df = _planted_features(spark).cache()
+    splits = [df.coalesce(1), df.repartition(3), df.orderBy(F.rand(3)).repartition(7, F.col("recency_days"))]
+    results = [_candidates(s, 2) for s in splits]
+    df.unpersist()
+    assert results[0][-1][1] < 900  # the selection ran on a sample
+    assert results[1] == results[0]
+    assert results[2] == results[0]

@@ -307,14 +307,6 @@ def _usable_specs(feats: DataFrame, cfg: Config) -> tuple[list[segment.FeatureSp
     return kept, non_finite
 
 
-ROWS_PER_MATRIX_PARTITION = 250_000
-
-
-def _matrix_partitions(spark: SparkSession, rows: int) -> int:
-    """MLlib runs one task per partition per iteration: a few, well-filled partitions are faster."""
-    return max(spark.sparkContext.defaultParallelism, rows // ROWS_PER_MATRIX_PARTITION)
-
-
 def run_segment(spark: SparkSession, ctx: RunContext, as_of: dt.date) -> dict[str, Any]:
     """Preprocess, select a model, fit it on all customers, and write segments and model_selection."""
     cfg = ctx.cfg
@@ -331,12 +323,18 @@ def run_segment(spark: SparkSession, ctx: RunContext, as_of: dt.date) -> dict[st
                         len(specs))
             pca = len(specs)
         log.info("segment: %d customers, %d model inputs: %s", n_customers, len(specs), ", ".join(s.name for s in specs))
-        prep = segment.preprocessing_pipeline(specs, pca).fit(feats)
+        # the model's inputs only, hash-partitioned by customer and sorted: the preprocessing fit (medians,
+        # means, deviations) and everything after it see the same partitions wherever the job runs
+        n_parts = segment.matrix_partitions(n_customers, cfg["segment.rows_per_partition"])
+        inputs = sorted({s.source for s in specs} | {C.CUSTOMER_ID, C.GROSS_SPEND})
+        laid_out = feats.select(*inputs).transform(segment.with_canonical_layout(n_parts)).cache()
         fcol = segment.clustering_column(pca)
-        # ordered by customer within its partitions: the rows' order (which follows shuffle fetch order) would
-        # otherwise change MLlib's float sums, BisectingKMeans' splits and the sample, between local and cluster
-        matrix = (prep.transform(feats).select(C.CUSTOMER_ID, fcol, C.GROSS_SPEND)
-                  .coalesce(_matrix_partitions(spark, n_customers)).sortWithinPartitions(C.CUSTOMER_ID).cache())
+        try:
+            prep = segment.preprocessing_pipeline(specs, pca).fit(laid_out)
+            matrix = prep.transform(laid_out).select(C.CUSTOMER_ID, fcol, C.GROSS_SPEND).cache()
+            matrix.count()
+        finally:
+            laid_out.unpersist()
         try:
             result = _select_and_assign(spark, ctx, as_of, matrix, n_customers, fcol, prep, seed)
         finally:
@@ -356,10 +354,10 @@ def _select_and_assign(spark: SparkSession, ctx: RunContext, as_of: dt.date, mat
     seeds = [seed + i for i in range(n_starts)]
     sample_rows = cfg["segment.selection_sample_rows"]
     sampled = n_customers > sample_rows
-    # the sample keeps the matrix's partitions unless coalesced: at 1.85M customers, 7 partitions of 14k rows,
-    # and every MLlib iteration would schedule 7 tasks where 2 do
-    train = (matrix.sample(False, min(1.0, sample_rows / n_customers), seed)
-             .coalesce(_matrix_partitions(spark, sample_rows)).cache() if sampled else matrix)
+    # the sample in its own few partitions: at 1.85M customers the matrix has 8, and every MLlib iteration
+    # would schedule 8 tasks where 2 do
+    train = (segment.selection_sample(matrix, n_customers, sample_rows, seed, cfg["segment.rows_per_partition"])
+             .cache() if sampled else matrix)
     n_train = train.count() if sampled else n_customers
     if sampled:
         log.info("segment: model selection on a seeded sample of %d of %d customers", n_train, n_customers)

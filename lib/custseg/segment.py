@@ -145,6 +145,48 @@ def clustering_column(pca_components: int) -> str:
     return "pca_features" if pca_components else C.SCALED_VECTOR
 
 
+# --- the clustering input's layout ------------------------------------------------------------------
+
+MIN_MATRIX_PARTITIONS = 2
+
+
+def matrix_partitions(rows: int, rows_per_partition: int) -> int:
+    """Partitions of the clustering input: from its size only, never from the cluster's cores.
+
+    MLlib runs one task per partition per iteration, so a few well-filled partitions are fastest; the
+    count must not follow `defaultParallelism`, or the same data would be split (and sampled, and
+    summed) differently in local mode and on a cluster.
+    """
+    return max(MIN_MATRIX_PARTITIONS, -(-rows // rows_per_partition))
+
+
+def with_canonical_layout(n_partitions: int) -> Callable[[DataFrame], DataFrame]:
+    """The same rows in the same partitions in the same order, wherever it runs and however it was read.
+
+    Rows go to a partition by a hash of the customer id (Murmur3, the same on every JVM) and are sorted
+    by customer id within it. MLlib's per-partition work (k-means|| initialisation, BisectingKMeans'
+    splits, the seeded sample, the order of floating-point sums) then sees identical input in local
+    mode and on a cluster, whatever the file layout of the features table or the shuffle fetch order.
+    """
+    def transform(df: DataFrame) -> DataFrame:
+        return df.repartition(n_partitions, F.col(C.CUSTOMER_ID)).sortWithinPartitions(C.CUSTOMER_ID)
+
+    return transform
+
+
+def selection_sample(matrix: DataFrame, rows: int, sample_rows: int, seed: int,
+                     rows_per_partition: int) -> DataFrame:
+    """A seeded sample of about `sample_rows` of the `rows` customers, in its own canonical layout.
+
+    Drawn per partition from the canonical matrix (Spark seeds each partition's sampler with the seed
+    and the partition's index), then laid out again: coalescing instead would group the matrix's cached
+    partitions by the executor holding them, which differs between runs on a cluster.
+    """
+    fraction = min(1.0, sample_rows / rows)
+    return matrix.sample(False, fraction, seed).transform(
+        with_canonical_layout(matrix_partitions(sample_rows, rows_per_partition)))
+
+
 # --- model selection ------------------------------------------------------------------------------
 
 @dataclass
