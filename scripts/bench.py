@@ -224,7 +224,8 @@ def sklearn_kmeans(matrix: str, k: int, iterations: int, seed: int, out: str) ->
 # --- steps that need Spark, run in their own process ----------------------------------------------
 
 def _spark(driver_memory: str):  # type: ignore[no-untyped-def]
-    from custseg import config, session
+    from custseg.core import config
+    from custseg.io import session
 
     cfg = config.load(REPO / "conf" / "local.toml", ["spark.log_level=ERROR", f"spark.driver_memory={driver_memory}"])
     return session.build_session(cfg, "bench")
@@ -275,15 +276,15 @@ def mllib_kmeans(out_root: str, as_of: str, k: int, iterations: int, seed: int, 
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
-    from custseg import columns as C
-    from custseg import segment
+    from custseg.core import columns as C
+    from custseg.stages.segment import preprocess
 
     spark = _spark(driver_memory)
     feats = spark.read.format("delta").load(f"{out_root}/customer_features").filter(F.col("as_of_date") == as_of)
-    specs = segment.feature_specs(list(segment.DEFAULT_FEATURES), {})
+    specs = preprocess.model_inputs(list(preprocess.DEFAULT_FEATURES), {})
     n = feats.count()
     parts = max(spark.sparkContext.defaultParallelism, n // 250_000)
-    m = segment.preprocessing_pipeline(specs).fit(feats).transform(feats).select(C.SCALED_VECTOR) \
+    m = preprocess.preprocessing_pipeline(specs).fit(feats).transform(feats).select(C.SCALED_VECTOR) \
         .coalesce(parts).cache()
     m.count()
     m.select(vector_to_array(C.SCALED_VECTOR).alias("x")).write.mode("overwrite").parquet(matrix_out)
@@ -346,7 +347,7 @@ def machine() -> dict[str, Any]:
     java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**30, 1), "python": platform.python_version(),
             "java": java, "pyspark": v("pyspark"), "delta-spark": v("delta-spark"), "duckdb": v("duckdb"),
-            "scikit-learn": v("scikit-learn"), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+            "scikit-learn": v("scikit-learn"), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# Run the test suite (set-up first). Extra arguments go to pytest, e.g. scripts/test.sh -k features
+# Run the checks and the test suite (set-up first): ruff on the code and tests, mypy (strict) on lib/, then
+# pytest. Extra arguments go to pytest, e.g. scripts/test.sh -k features. CUSTSEG_LINT=0 skips ruff and mypy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export CUSTSEG_JARS_DIR="${CUSTSEG_JARS_DIR:-$PWD/jars}"
-exec "${CUSTSEG_VENV:-.venv}/bin/python" -m pytest "$@"
+PY="${CUSTSEG_VENV:-.venv}/bin/python"
+if [ "${CUSTSEG_LINT:-1}" != "0" ]; then
+  echo "test: ruff check lib tests scripts jobs"
+  "$PY" -m ruff check lib tests scripts jobs
+  echo "test: mypy lib (strict, setup.cfg)"
+  "$PY" -m mypy lib
+fi
+exec "$PY" -m pytest "$@"

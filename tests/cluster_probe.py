@@ -22,10 +22,11 @@ from pyspark.sql import SparkSession  # noqa: E402
 
 
 def _where(rows):  # type: ignore[no-untyped-def]
-    import custseg
     import numpy
     import pyarrow as pa
     import pyarrow.compute as pc
+
+    import custseg
 
     values = list(rows)
     info = {

@@ -1,6 +1,6 @@
 """Shared fixtures: one local SparkSession with Delta for the whole run, in UTC.
 
-The session is built the way custseg builds it (`custseg.session.build_session`), from a Config made of
+The session is built the way custseg builds it (`custseg.io.session.build_session`), from a Config made of
 `--set`-style overrides, so the tests also exercise the session set-up. Everything runs on two cores with
 two shuffle partitions: the test data is tiny, and scheduling, not work, dominates.
 """
@@ -32,7 +32,8 @@ SESSION_TZ = "UTC"
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """The one SparkSession of the test run (local[2], Delta configured, UI off, 2 shuffle partitions)."""
-    from custseg import config, session
+    from custseg.core import config
+    from custseg.io import session
 
     root = tmp_path_factory.mktemp("spark-session")
     cfg = config.load(

@@ -33,8 +33,11 @@ from urllib.parse import unquote, urlparse
 import pytest
 from pyspark.sql import functions as F
 
-from custseg import columns as C
-from custseg import config, pipeline, tables
+from custseg import pipeline, runner
+from custseg.core import columns as C
+from custseg.core import config
+from custseg.io import delta as tables
+from custseg.sample import step as sample
 
 pytestmark = pytest.mark.cluster
 
@@ -386,7 +389,7 @@ def test_pipeline_on_the_cluster_equals_local_mode(spark, cluster: Cluster, tmp_
     gen = config.load(None, [f"input.path={log_path}", f"generate.path={log_path}", f"generate.truth_path={tmp_path}/truth",
                              f"output.root={tmp_path}/unused", "generate.customers=1500", "generate.seed=11",
                              *GENERATED_COLUMNS])
-    pipeline.run_generate(spark, pipeline.RunContext(gen))
+    sample.run(spark, gen)
 
     # One configuration for both runs. The partitioning settings equal the test session's (conftest.py), so
     # both runs split the data the same way: KMeans' k-means|| initialisation samples per partition.
@@ -430,7 +433,7 @@ def test_pipeline_on_the_cluster_equals_local_mode(spark, cluster: Cluster, tmp_
     # 3. the same configuration and input in local mode (this test session: local[2])
     local_cfg = config.load(str(conf), [f"output.root=file://{tmp_path}/local"])
     t0 = time.perf_counter()
-    pipeline.run_stages(spark, pipeline.RunContext(local_cfg), list(pipeline.STAGES), AS_OF)
+    runner.run(spark, local_cfg, pipeline.STAGES, AS_OF)
     local_seconds = round(time.perf_counter() - t0, 1)
     print(f"\ncluster pipeline: spark-submit wall {run.seconds} s (incl. JVM start); local mode in-process "
           f"{local_seconds} s; probe {probe.seconds} s")
@@ -449,13 +452,13 @@ def test_pipeline_on_the_cluster_equals_local_mode(spark, cluster: Cluster, tmp_
         diffs.append(f"transactions: {only_one_side} local rows not on the cluster")
     diffs += _diff_tables(_rows(spark, f"{a}/{C.TABLE_CUSTOMER_FEATURES}", [C.CUSTOMER_ID]),
                           _rows(spark, f"{b}/{C.TABLE_CUSTOMER_FEATURES}", [C.CUSTOMER_ID]), "customer_features")
-    seg_a = _rows(spark, f"{a}/{C.TABLE_SEGMENTS}", [C.CUSTOMER_ID], drop=(C.RUN_ID,))
-    seg_b = _rows(spark, f"{b}/{C.TABLE_SEGMENTS}", [C.CUSTOMER_ID], drop=(C.RUN_ID,))
+    seg_a = _rows(spark, f"{a}/{C.TABLE_SEGMENTS}", [C.CUSTOMER_ID], drop=(C.RUN_ID, C.MODEL_RUN_ID))
+    seg_b = _rows(spark, f"{b}/{C.TABLE_SEGMENTS}", [C.CUSTOMER_ID], drop=(C.RUN_ID, C.MODEL_RUN_ID))
     diffs += _diff_tables(seg_a, seg_b, "segments")
     diffs += _diff_tables(_rows(spark, f"{a}/{C.TABLE_MODEL_SELECTION}", ["algorithm", "k"], drop=(C.RUN_ID, "fit_seconds")),
                           _rows(spark, f"{b}/{C.TABLE_MODEL_SELECTION}", ["algorithm", "k"], drop=(C.RUN_ID, "fit_seconds")),
                           "model_selection")
-    drop = (C.RUN_ID, "segments_run_id")
+    drop = (C.RUN_ID, C.MODEL_RUN_ID)
     diffs += _diff_profiles(_rows(spark, f"{a}/{C.TABLE_SEGMENT_PROFILES}", [C.SEGMENT_ID], drop=drop),
                             _rows(spark, f"{b}/{C.TABLE_SEGMENT_PROFILES}", [C.SEGMENT_ID], drop=drop))
     assert diffs == [], "\n".join(diffs[:40])
@@ -497,19 +500,19 @@ def test_lost_worker_and_killed_driver(spark, cluster: Cluster, tmp_path: Path) 
     # second small one, whose append is killed mid-write; and about 2 million lines for the features stage
     spark.conf.set("spark.sql.codegen.wholeStage", "true")  # the session turns it off for tiny data
     try:
-        def generate(path: Path, customers: int, seed: int, files: int) -> dict[str, Any]:
-            return pipeline.run_generate(spark, pipeline.RunContext(config.load(None, [
+        def generate(path: Path, customers: int, seed: int, files: int) -> sample.GenerateResult:
+            return sample.run(spark, config.load(None, [
                 *common, f"generate.path={path}", f"generate.customers={customers}", f"generate.seed={seed}",
-                f"generate.partitions={files}"])))
+                f"generate.partitions={files}"]))
 
         generate(inbox, 2000, 21, 2)
         generate(tmp_path / "batch2", 3000, 33, 2)
         big = generate(tmp_path / "batch3", FAULT_CUSTOMERS, 7, 8)
     finally:
         spark.conf.set("spark.sql.codegen.wholeStage", "false")
-    assert big["rows"] > 1_900_000
-    first = pipeline.run_stages(spark, pipeline.RunContext(config.load(None, common)), ["ingest"], None)
-    first_clean = first["results"]["ingest"]["clean"]
+    assert big.rows > 1_900_000
+    first = runner.run_stage(spark, config.load(None, common), "ingest")
+    first_clean = first.clean  # type: ignore[attr-defined]
 
     def deliver(batch: str) -> None:
         for f in (tmp_path / batch).glob("part-*.parquet"):

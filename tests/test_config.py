@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from custseg import cli, config
-from custseg.config import ConfigError
+from custseg import cli
+from custseg.core import config
+from custseg.core.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -343,7 +344,7 @@ def test_invalid_toml(tmp_path: Path) -> None:
 @pytest.fixture
 def no_spark(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if the CLI gets as far as building a SparkSession."""
-    from custseg import session
+    from custseg.io import session
 
     def refuse(*_a: object, **_k: object) -> None:
         raise AssertionError("Spark was started")

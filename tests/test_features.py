@@ -24,9 +24,9 @@ import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 
-from custseg import columns as C
-from custseg import features
-from custseg.ingest import TRANSACTIONS_SCHEMA
+from custseg.core import columns as C
+from custseg.core.catalog import TRANSACTIONS_SCHEMA
+from custseg.stages.features import transform as features
 
 D = dt.date(2024, 6, 30)
 

@@ -9,10 +9,10 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from custseg import columns as C
-from custseg import ingest
+from custseg.core import columns as C
+from custseg.stages.ingest import transform as ingest
 
-NOW = dt.datetime(2024, 7, 1, 0, 0, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2024, 7, 1, 0, 0, 0, tzinfo=dt.UTC)
 TS = "2024-06-30 13:45:00"
 TS_PARSED = dt.datetime(2024, 6, 30, 13, 45, 0)  # naive = UTC (the tests' process and session zone)
 

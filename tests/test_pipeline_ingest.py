@@ -11,10 +11,14 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from custseg import columns as C
-from custseg import config, pipeline, sources, tables
-from custseg.config import Config
-from custseg.ingest import QUARANTINE_COLUMNS, TRANSACTIONS_SCHEMA
+from custseg import runner
+from custseg.core import columns as C
+from custseg.core import config
+from custseg.core.catalog import QUARANTINE_SCHEMA, TRANSACTIONS_SCHEMA
+from custseg.core.config import Config
+from custseg.core.errors import InputError, StageError
+from custseg.io import delta as tables
+from custseg.stages.ingest.step import recover_unfinished_batches
 
 HEADER = "CustomerID,InvoiceNo,InvoiceDate,Quantity,UnitPrice,Category,Channel,Country"
 COLUMNS = [
@@ -93,7 +97,7 @@ def main_ingest(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -
     base = tmp_path_factory.mktemp("main")
     cfg = make_cfg(write_csv(base / "in" / "log.csv", MAIN_LINES), base / "out")
     try:
-        result = pipeline.run_ingest(spark, pipeline.RunContext(cfg))
+        result = runner.run_stage(spark, cfg, "ingest")
     finally:
         spark.conf.set("spark.sql.session.timeZone", "UTC")
     return cfg, result
@@ -101,11 +105,11 @@ def main_ingest(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -
 
 def test_overwrite_ingest_counts(spark: SparkSession, main_ingest: tuple[Config, dict]) -> None:
     cfg, result = main_ingest
-    assert result["mode"] == "overwrite"
-    assert result["new_files"] == 1
-    assert (result["input"], result["clean"], result["quarantined"], result["duplicates"]) == (10, 4, 5, 1)
-    assert result["input"] == result["clean"] + result["quarantined"] + result["duplicates"]
-    assert result["quarantine_reasons"] == MAIN_REASONS
+    assert result.mode == "overwrite"
+    assert result.new_files == 1
+    assert (result.input, result.clean, result.quarantined, result.duplicates) == (10, 4, 5, 1)
+    assert result.input == result.clean + result.quarantined + result.duplicates
+    assert result.quarantine_reasons == MAIN_REASONS
 
     assert count(spark, cfg, C.TABLE_TRANSACTIONS) == 4
     assert reasons_in_table(spark, cfg) == MAIN_REASONS
@@ -123,32 +127,32 @@ def test_overwrite_with_clean_input_empties_the_quarantine_without_a_second_pass
     spark: SparkSession, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = make_cfg(write_csv(tmp_path / "in" / "log.csv", MAIN_LINES), tmp_path / "out")
-    pipeline.run_ingest(spark, pipeline.RunContext(cfg))
+    runner.run_stage(spark, cfg, "ingest")
     assert count(spark, cfg, C.TABLE_QUARANTINE) == 5
     write_csv(tmp_path / "in" / "log.csv", A_LINES)  # the same path, now without a bad line
-    with caplog.at_level("INFO", logger="custseg.pipeline"):
-        result = pipeline.run_ingest(spark, pipeline.RunContext(cfg))
-    assert (result["input"], result["clean"], result["quarantined"]) == (2, 2, 0)
+    with caplog.at_level("INFO", logger="custseg.stages.ingest.step"):
+        result = runner.run_stage(spark, cfg, "ingest")
+    assert (result.input, result.clean, result.quarantined) == (2, 2, 0)
     assert "without a second pass" in caplog.text
     assert count(spark, cfg, C.TABLE_QUARANTINE) == 0  # the earlier bad rows are gone with the earlier input
     assert count(spark, cfg, C.TABLE_TRANSACTIONS) == 2
-    assert tables.read(spark, cfg.table_path(C.TABLE_QUARANTINE)).columns == list(QUARANTINE_COLUMNS)
+    assert tables.read(spark, cfg.table_path(C.TABLE_QUARANTINE)).columns == QUARANTINE_SCHEMA.names
 
 
 def test_overwrite_ingest_again_replaces_rather_than_adds(
     spark: SparkSession, main_ingest: tuple[Config, dict]
 ) -> None:
     cfg, first = main_ingest
-    ctx = pipeline.RunContext(cfg)
-    again = pipeline.run_ingest(spark, ctx)
-    assert (again["input"], again["clean"], again["quarantined"], again["duplicates"]) == (10, 4, 5, 1)
-    assert again["quarantine_reasons"] == MAIN_REASONS
+    run_id = runner.new_run_id()
+    again = runner.run_stage(spark, cfg, "ingest", run_id=run_id)
+    assert (again.input, again.clean, again.quarantined, again.duplicates) == (10, 4, 5, 1)
+    assert again.quarantine_reasons == MAIN_REASONS
     assert count(spark, cfg, C.TABLE_TRANSACTIONS) == 4
     assert reasons_in_table(spark, cfg) == MAIN_REASONS
     assert count(spark, cfg, C.TABLE_INGESTED_FILES) == 1
     batches = {r[0] for r in tables.read(spark, cfg.table_path(C.TABLE_TRANSACTIONS))
                .select(C.INGEST_BATCH).distinct().collect()}
-    assert batches == {ctx.run_id}
+    assert batches == {run_id}
 
 
 # --- features partitions ------------------------------------------------------------------------
@@ -162,19 +166,19 @@ def test_features_partition_replaced_per_as_of_date(spark: SparkSession, main_in
         rows = tables.read(spark, path).filter(F.col(C.AS_OF_DATE) == F.lit(as_of)).collect()
         return {r[C.CUSTOMER_ID]: r[C.TOTAL_SPEND] for r in rows}
 
-    first = pipeline.run_features(spark, pipeline.RunContext(cfg), d1)
-    assert first["customers"] == 2
-    assert first["top_categories"] == ["books", "garden", "toys"]  # gross 10, 6, 3
+    first = runner.run_stage(spark, cfg, "features", d1)
+    assert first.customers == 2
+    assert first.top_categories == ["books", "garden", "toys"]  # gross 10, 6, 3
     assert count(spark, cfg, C.TABLE_CUSTOMER_FEATURES) == 2
 
-    second = pipeline.run_features(spark, pipeline.RunContext(cfg), d1)
-    assert second["customers"] == 2
+    second = runner.run_stage(spark, cfg, "features", d1)
+    assert second.customers == 2
     assert count(spark, cfg, C.TABLE_CUSTOMER_FEATURES) == 2  # replaced, not added
-    assert second["customer_features_version"] == first["customer_features_version"] + 1
+    assert second.writes[C.TABLE_CUSTOMER_FEATURES] == first.writes[C.TABLE_CUSTOMER_FEATURES] + 1
     # as of 06-01: 00012 bought 2 x 5.00 + 1 x 3.00, 00034 bought 3 x 2.00
     assert spend_by_customer(d1) == {"00012": 13.0, "00034": 6.0}
 
-    pipeline.run_features(spark, pipeline.RunContext(cfg), d2)
+    runner.run_stage(spark, cfg, "features", d2)
     assert count(spark, cfg, C.TABLE_CUSTOMER_FEATURES) == 4
     assert spend_by_customer(d1) == {"00012": 13.0, "00034": 6.0}  # untouched
     assert spend_by_customer(d2) == {"00012": 13.0, "00034": 1.0}  # 00034 returned 5.00 on 06-02
@@ -184,8 +188,8 @@ def test_features_before_any_transaction_is_a_stage_error(
     spark: SparkSession, main_ingest: tuple[Config, dict]
 ) -> None:
     cfg, _ = main_ingest
-    with pytest.raises(pipeline.StageError, match="no transactions on or before 2024-05-31"):
-        pipeline.run_features(spark, pipeline.RunContext(cfg), dt.date(2024, 5, 31))
+    with pytest.raises(StageError, match="no transactions on or before 2024-05-31"):
+        runner.run_stage(spark, cfg, "features", dt.date(2024, 5, 31))
 
 
 # --- append -------------------------------------------------------------------------------------
@@ -199,28 +203,28 @@ def test_append_ingests_only_new_files(spark: SparkSession, tmp_path: Path) -> N
     write_csv(folder / "a.csv", A_LINES)
     cfg = make_cfg(folder, tmp_path / "out", "ingest.mode=append")
 
-    ctx1 = pipeline.RunContext(cfg)
-    r1 = pipeline.run_ingest(spark, ctx1)
-    assert (r1["new_files"], r1["input"], r1["clean"], r1["quarantined"]) == (1, 2, 2, 0)
+    run1 = runner.new_run_id()
+    r1 = runner.run_stage(spark, cfg, "ingest", run_id=run1)
+    assert (r1.new_files, r1.input, r1.clean, r1.quarantined) == (1, 2, 2, 0)
     assert count(spark, cfg, C.TABLE_TRANSACTIONS) == 2
 
     write_csv(folder / "b.csv", B_LINES)
-    ctx2 = pipeline.RunContext(cfg)
-    r2 = pipeline.run_ingest(spark, ctx2)
-    assert (r2["new_files"], r2["input"], r2["clean"], r2["quarantined"], r2["duplicates"]) == (1, 3, 2, 1, 0)
-    assert r2["quarantine_reasons"] == {"unparsable_timestamp": 1}
-    assert batch_counts(spark, cfg, C.TABLE_TRANSACTIONS) == {ctx1.run_id: 2, ctx2.run_id: 2}
+    run2 = runner.new_run_id()
+    r2 = runner.run_stage(spark, cfg, "ingest", run_id=run2)
+    assert (r2.new_files, r2.input, r2.clean, r2.quarantined, r2.duplicates) == (1, 3, 2, 1, 0)
+    assert r2.quarantine_reasons == {"unparsable_timestamp": 1}
+    assert batch_counts(spark, cfg, C.TABLE_TRANSACTIONS) == {run1: 2, run2: 2}
     tx = tables.read(spark, cfg.table_path(C.TABLE_TRANSACTIONS)).collect()
     assert sorted((r[C.TRANSACTION_ID], os.path.basename(r[C.SOURCE_FILE])) for r in tx) == [
         ("A1", "a.csv"), ("A2", "a.csv"), ("B1", "b.csv"), ("B2", "b.csv"),
     ]
-    assert batch_counts(spark, cfg, C.TABLE_QUARANTINE) == {ctx2.run_id: 1}
+    assert batch_counts(spark, cfg, C.TABLE_QUARANTINE) == {run2: 1}
     manifest = tables.read(spark, cfg.table_path(C.TABLE_INGESTED_FILES)).collect()
     assert sorted(os.path.basename(r[C.FILE_PATH]) for r in manifest) == ["a.csv", "b.csv"]
 
     version = tables.version(spark, cfg.table_path(C.TABLE_TRANSACTIONS))
-    r3 = pipeline.run_ingest(spark, pipeline.RunContext(cfg))
-    assert (r3["new_files"], r3["input"], r3["clean"]) == (0, 0, 0)
+    r3 = runner.run_stage(spark, cfg, "ingest")
+    assert (r3.new_files, r3.input, r3.clean) == (0, 0, 0)
     assert count(spark, cfg, C.TABLE_TRANSACTIONS) == 4
     assert count(spark, cfg, C.TABLE_INGESTED_FILES) == 2
     assert tables.version(spark, cfg.table_path(C.TABLE_TRANSACTIONS)) == version  # no commit at all
@@ -230,8 +234,8 @@ def test_append_recovers_a_crashed_batch(spark: SparkSession, tmp_path: Path) ->
     folder = tmp_path / "in"
     write_csv(folder / "a.csv", A_LINES)
     cfg = make_cfg(folder, tmp_path / "out", "ingest.mode=append")
-    ctx1 = pipeline.RunContext(cfg)
-    pipeline.run_ingest(spark, ctx1)
+    run1 = runner.new_run_id()
+    runner.run_stage(spark, cfg, "ingest", run_id=run1)
 
     # a run that wrote b.csv's rows to transactions and quarantine, then died before the manifest
     b_file = write_csv(folder / "b.csv", B_LINES).as_uri()
@@ -242,21 +246,21 @@ def test_append_recovers_a_crashed_batch(spark: SparkSession, tmp_path: Path) ->
         ("00102", "B2", dt.datetime(2024, 5, 11, 10), 1.0, 1.0, 1.0, False, "toys", "store", "UK", b_file, crashed,
          dt.date(2024, 5, 11)),
     ]
-    tables.append(spark.createDataFrame(rows, TRANSACTIONS_SCHEMA), cfg.table_path(C.TABLE_TRANSACTIONS), [C.TXN_DATE])
+    tables.append(spark.createDataFrame(rows, TRANSACTIONS_SCHEMA), cfg.table_path(C.TABLE_TRANSACTIONS), C.TABLE_TRANSACTIONS)
     quarantine_row = spark.createDataFrame(
         [("unparsable_timestamp", ["unparsable_timestamp"], {"InvoiceNo": "B3"}, b_file, crashed,
           dt.datetime(2024, 7, 1), dt.date(2024, 7, 1))],
         "reason string, reasons array<string>, raw_record map<string,string>, source_file string, "
         "ingest_batch string, quarantined_at timestamp, quarantine_date date",
     )
-    tables.append(quarantine_row, cfg.table_path(C.TABLE_QUARANTINE), [C.QUARANTINE_DATE])
+    tables.append(quarantine_row, cfg.table_path(C.TABLE_QUARANTINE), C.TABLE_QUARANTINE)
     assert count(spark, cfg, C.TABLE_TRANSACTIONS) == 4
 
-    ctx2 = pipeline.RunContext(cfg)
-    r2 = pipeline.run_ingest(spark, ctx2)
-    assert (r2["new_files"], r2["input"], r2["clean"], r2["quarantined"]) == (1, 3, 2, 1)
-    assert batch_counts(spark, cfg, C.TABLE_TRANSACTIONS) == {ctx1.run_id: 2, ctx2.run_id: 2}
-    assert batch_counts(spark, cfg, C.TABLE_QUARANTINE) == {ctx2.run_id: 1}
+    run2 = runner.new_run_id()
+    r2 = runner.run_stage(spark, cfg, "ingest", run_id=run2)
+    assert (r2.new_files, r2.input, r2.clean, r2.quarantined) == (1, 3, 2, 1)
+    assert batch_counts(spark, cfg, C.TABLE_TRANSACTIONS) == {run1: 2, run2: 2}
+    assert batch_counts(spark, cfg, C.TABLE_QUARANTINE) == {run2: 1}
     tx = tables.read(spark, cfg.table_path(C.TABLE_TRANSACTIONS))
     tx_ids = sorted(r[0] for r in tx.select(C.TRANSACTION_ID).collect())
     assert tx_ids == ["A1", "A2", "B1", "B2"]
@@ -266,8 +270,8 @@ def test_recover_without_manifest_clears_everything(spark: SparkSession, tmp_pat
     cfg = make_cfg(tmp_path / "none.csv", tmp_path / "out")
     rows = [("c1", "T1", dt.datetime(2024, 5, 10, 10), 4.0, None, None, False, None, None, None, "f", "orphan",
              dt.date(2024, 5, 10))]
-    tables.append(spark.createDataFrame(rows, TRANSACTIONS_SCHEMA), cfg.table_path(C.TABLE_TRANSACTIONS), [C.TXN_DATE])
-    pipeline.recover_unfinished_batches(spark, cfg)
+    tables.append(spark.createDataFrame(rows, TRANSACTIONS_SCHEMA), cfg.table_path(C.TABLE_TRANSACTIONS), C.TABLE_TRANSACTIONS)
+    recover_unfinished_batches(spark, cfg)
     assert count(spark, cfg, C.TABLE_TRANSACTIONS) == 0
 
 
@@ -275,8 +279,8 @@ def test_append_with_a_space_in_the_input_path(spark: SparkSession, tmp_path: Pa
     folder = tmp_path / "my input"
     write_csv(folder / "a.csv", A_LINES)
     cfg = make_cfg(folder, tmp_path / "out", "ingest.mode=append")
-    result = pipeline.run_ingest(spark, pipeline.RunContext(cfg))
-    assert (result["new_files"], result["clean"]) == (1, 2)
+    result = runner.run_stage(spark, cfg, "ingest")
+    assert (result.new_files, result.clean) == (1, 2)
 
 
 def test_csv_files_with_differently_ordered_headers(spark: SparkSession, tmp_path: Path) -> None:
@@ -287,10 +291,12 @@ def test_csv_files_with_differently_ordered_headers(spark: SparkSession, tmp_pat
     cfg = make_cfg(folder, tmp_path / "out")
     # read by position under a.csv's names, b.csv's channel would become its customer id: refused instead
     with pytest.raises(Exception, match="(?i)header"):
-        pipeline.run_ingest(spark, pipeline.RunContext(cfg))
-    # the write failed before its commit: data files may exist, but no Delta table (no version) does
+        runner.run_stage(spark, cfg, "ingest")
+    # the write failed before its commit: data files may exist, but no row is visible (the tables exist only as
+    # their catalog declaration, created empty before the first write)
     for table in ALL_TABLES:
-        assert not tables.exists(spark, str(tmp_path / "out" / table)), table
+        path = str(tmp_path / "out" / table)
+        assert not tables.exists(spark, path) or tables.read(spark, path).count() == 0, table
 
 
 # --- bad input: nothing written -----------------------------------------------------------------
@@ -299,8 +305,8 @@ def test_missing_mapped_column(spark: SparkSession, tmp_path: Path) -> None:
     header = "CustomerID,InvoiceNo,InvoiceDate,Quantity,UnitPrice,Category,Country"
     path = write_csv(tmp_path / "no_channel.csv", ["00012,INV1,2024-06-01 10:00:00,2,5.00,books,UK"], header)
     cfg = make_cfg(path, tmp_path / "out")
-    with pytest.raises(sources.InputError) as e:
-        pipeline.run_ingest(spark, pipeline.RunContext(cfg))
+    with pytest.raises(InputError) as e:
+        runner.run_stage(spark, cfg, "ingest")
     assert str(e.value) == (
         "input: mapped column not in the log: input.columns.channel='Channel' "
         "(columns found: CustomerID, InvoiceNo, InvoiceDate, Quantity, UnitPrice, Category, Country)"
@@ -311,20 +317,20 @@ def test_missing_mapped_column(spark: SparkSession, tmp_path: Path) -> None:
 def test_header_only_input(spark: SparkSession, tmp_path: Path) -> None:
     path = write_csv(tmp_path / "empty.csv", [])
     cfg = make_cfg(path, tmp_path / "out")
-    with pytest.raises(sources.InputError) as e:
-        pipeline.run_ingest(spark, pipeline.RunContext(cfg))
+    with pytest.raises(InputError) as e:
+        runner.run_stage(spark, cfg, "ingest")
     assert str(e.value) == f"input.path: no rows in {path}; nothing was written"
     assert_no_tables(tmp_path / "out")
 
 
 def test_missing_input_path(spark: SparkSession, tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path / "absent.csv", tmp_path / "out")
-    with pytest.raises(sources.InputError, match=r"^input\.path: nothing found at .*absent\.csv$"):
-        pipeline.run_ingest(spark, pipeline.RunContext(cfg))
+    with pytest.raises(InputError, match=r"^input\.path: nothing found at .*absent\.csv$"):
+        runner.run_stage(spark, cfg, "ingest")
     assert_no_tables(tmp_path / "out")
 
 
 def test_features_without_transactions_table(spark: SparkSession, tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path / "x.csv", tmp_path / "out")
-    with pytest.raises(pipeline.StageError, match="run `custseg ingest` first"):
-        pipeline.run_features(spark, pipeline.RunContext(cfg), dt.date(2024, 6, 1))
+    with pytest.raises(StageError, match="run `custseg ingest` first"):
+        runner.run_stage(spark, cfg, "features", dt.date(2024, 6, 1))

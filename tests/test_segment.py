@@ -9,13 +9,14 @@ from chispa import assert_approx_df_equality
 from pyspark.ml.linalg import Vectors
 from pyspark.sql import types as T
 
-from custseg import columns as C
-from custseg import segment
+from custseg.core import columns as C
+from custseg.io import models
+from custseg.stages.segment import preprocess, select
 
 
 def test_adjusted_rand_index_identical_and_relabelled_partitions_score_one() -> None:
     # a = [0,0,1,1], b = [x,x,y,y]: the same partition under other names
-    assert segment.adjusted_rand_index([(0, "x", 2), (1, "y", 2)]) == pytest.approx(1.0)
+    assert select.adjusted_rand_index([(0, "x", 2), (1, "y", 2)]) == pytest.approx(1.0)
 
 
 def test_adjusted_rand_index_hand_computed() -> None:
@@ -24,43 +25,44 @@ def test_adjusted_rand_index_hand_computed() -> None:
     # rows: 3,3 -> 3+3 = 6; cols: 2,2,2 -> 1+1+1 = 3; C(6,2) = 15
     # expected = 6*3/15 = 1.2; max = (6+3)/2 = 4.5; ARI = (2-1.2)/(4.5-1.2) = 0.8/3.3
     cont = [(0, 0, 2), (0, 1, 1), (1, 1, 1), (1, 2, 2)]
-    assert segment.adjusted_rand_index(cont) == pytest.approx(0.8 / 3.3)
+    assert select.adjusted_rand_index(cont) == pytest.approx(0.8 / 3.3)
 
 
-def test_feature_specs_expand_maps_and_mark_logged_features() -> None:
-    specs = segment.feature_specs(
+def test_model_inputs_expand_maps_and_mark_logged_features() -> None:
+    specs = preprocess.model_inputs(
         [C.RECENCY_DAYS, C.RETURN_RATE, C.CHANNEL_SPEND_SHARE, "category_spend_share.home"],
         {C.CHANNEL_SPEND_SHARE: ["app", "online"]},
     )
     assert [s.name for s in specs] == [C.RECENCY_DAYS, C.RETURN_RATE, "channel_spend_share.app",
                                        "channel_spend_share.online", "category_spend_share.home"]
-    assert [s.logged for s in specs] == [True, False, False, False, False]
+    assert [s.transform for s in specs] == [models.SIGNED_LOG1P] + [models.IDENTITY] * 4
+    assert [s.key for s in specs] == [None, None, "app", "online", "home"]
     assert specs[2].sql == "channel_spend_share['app']"
     assert specs[2].model_col == "in__channel_spend_share_app"
 
 
-def _cand(algo: str, k: int, sil: float | None, eligible: bool) -> segment.Candidate:
-    return segment.Candidate(algo, k, silhouette=sil, eligible=eligible)
+def _cand(algo: str, k: int, sil: float | None, eligible: bool) -> select.Candidate:
+    return select.Candidate(algo, k, silhouette=sil, eligible=eligible)
 
 
 def test_choose_prefers_highest_silhouette_among_eligible() -> None:
     cands = [_cand("kmeans", 2, 0.9, False), _cand("kmeans", 3, 0.6, True),
              _cand("bisecting_kmeans", 4, 0.7, True)]
-    chosen, why = segment.choose(cands)
+    chosen, why = select.choose(cands)
     assert (chosen.algorithm, chosen.k) == ("bisecting_kmeans", 4)
     assert "minimum segment size" in why
 
 
 def test_choose_ties_go_to_smaller_k_then_kmeans() -> None:
     cands = [_cand("kmeans", 5, 0.7, True), _cand("bisecting_kmeans", 3, 0.7, True), _cand("kmeans", 3, 0.7, True)]
-    chosen, _ = segment.choose(cands)
+    chosen, _ = select.choose(cands)
     assert chosen.k == 3 and chosen.algorithm == "bisecting_kmeans"  # alphabetical: 'bisecting' < 'kmeans'
 
 
 def test_choose_falls_back_when_nothing_is_eligible_and_fails_when_nothing_scored() -> None:
-    chosen, why = segment.choose([_cand("kmeans", 2, 0.4, False), _cand("kmeans", 3, 0.5, False)])
+    chosen, why = select.choose([_cand("kmeans", 2, 0.4, False), _cand("kmeans", 3, 0.5, False)])
     assert chosen.k == 3 and why.startswith("no candidate met")
-    chosen, why = segment.choose([_cand("kmeans", 2, None, False)])
+    chosen, why = select.choose([_cand("kmeans", 2, None, False)])
     assert chosen is None and "two or more clusters" in why
 
 
@@ -70,7 +72,7 @@ def test_segment_and_distance_from_centres(spark) -> None:  # type: ignore[no-un
         ["customer_id", "v", "prediction"],
     )
     centres = [[0.0, 0.0], [10.0, 0.0]]
-    out = df.transform(segment.with_segment_and_distance(centres, relabel=[1, 0], features_col="v"))
+    out = df.transform(models.with_segment_and_distance(centres, [1, 0], "v"))
     expected = spark.createDataFrame(
         [("a", 1, 0.0), ("b", 1, 5.0), ("c", 0, 1.0)],
         T.StructType([T.StructField(C.CUSTOMER_ID, T.StringType()), T.StructField(C.SEGMENT_ID, T.IntegerType()),
@@ -80,22 +82,22 @@ def test_segment_and_distance_from_centres(spark) -> None:  # type: ignore[no-un
 
 
 def test_preprocessing_logs_imputes_and_scales(spark) -> None:  # type: ignore[no-untyped-def]
-    # recency 0, e-1, e^2-1 -> log1p 0, 1, 2 -> mean 1, sample std 1 -> scaled -1, 0, 1
+    # recency 0, e-1, e^2-1 -> log1p 0, 1, 2 -> sample std 1 -> scaled 0, 1, 2 (divided by the std, not centred)
     # return_rate 0.0, null, NaN -> the NaN is treated as missing: both imputed with the median of [0.0] = 0.0
     # -> zero variance; the pipeline still scales it to 0 (dropping it is the caller's job, see below)
     df = spark.createDataFrame(
         [("a", 0.0, 0.0), ("b", math.e - 1, None), ("c", math.e ** 2 - 1, float("nan"))],
         "customer_id string, recency_days double, return_rate double",
     )
-    specs = segment.feature_specs([C.RECENCY_DAYS, C.RETURN_RATE], {})
-    model = segment.preprocessing_pipeline(specs).fit(df)
+    specs = preprocess.model_inputs([C.RECENCY_DAYS, C.RETURN_RATE], {})
+    model = preprocess.preprocessing_pipeline(specs).fit(df)
     rows = {r[C.CUSTOMER_ID]: r[C.SCALED_VECTOR].toArray().tolist()
             for r in model.transform(df).select(C.CUSTOMER_ID, C.SCALED_VECTOR).collect()}
-    assert rows["a"][0] == pytest.approx(-1.0)
-    assert rows["b"][0] == pytest.approx(0.0, abs=1e-9)
-    assert rows["c"][0] == pytest.approx(1.0)
+    assert rows["a"][0] == pytest.approx(0.0, abs=1e-12)
+    assert rows["b"][0] == pytest.approx(1.0)
+    assert rows["c"][0] == pytest.approx(2.0)
     assert all(math.isfinite(r[1]) for r in rows.values())
-    stats = df.agg(*segment.non_finite_counts(df, specs)).first().asDict()
+    stats = df.agg(*preprocess.non_finite_counts(specs)).first().asDict()
     assert stats["nonfinite__in__return_rate"] == 1
     assert stats["std__in__return_rate"] == 0.0
 
@@ -110,7 +112,7 @@ class _FakeModel:
     def transform(self, df):  # type: ignore[no-untyped-def]
         from pyspark.sql import functions as F
 
-        return df.withColumn(segment.PREDICTION, F.when(F.col("id") < 2, 0).otherwise(1))
+        return df.withColumn(models.PREDICTION, F.when(F.col("id") < 2, 0).otherwise(1))
 
 
 def test_equal_costs_keep_the_earlier_seed(spark, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -125,11 +127,11 @@ def test_equal_costs_keep_the_earlier_seed(spark, monkeypatch) -> None:  # type:
         def fit(self, df):  # type: ignore[no-untyped-def]
             return _FakeModel(costs[self.seed], self.seed)
 
-    monkeypatch.setattr(segment, "make_estimator", lambda algorithm, k, seed, max_iter, col: Est(seed))
+    monkeypatch.setattr(select, "make_estimator", lambda algorithm, k, seed, max_iter, col: Est(seed))
     df = spark.createDataFrame([(i, Vectors.dense([float(i // 2 * 10), 0.0])) for i in range(4)], ["id", "v"])
-    model, cand = segment.fit_and_score("kmeans", 2, df, "v", [1, 2], 10, 0.0)
+    model, cand = select.fit_and_score("kmeans", 2, df, "v", [1, 2], 10, 0.0)
     assert (model.seed, cand.seed, cand.cost, cand.starts) == (1, 1, 100.0, 2)
-    model, cand = segment.fit_and_score("kmeans", 2, df, "v", [1, 2, 3], 10, 0.0)
+    model, cand = select.fit_and_score("kmeans", 2, df, "v", [1, 2, 3], 10, 0.0)
     assert (model.seed, cand.cost) == (3, 90.0)  # a real improvement still wins
     assert cand.silhouette is not None and cand.silhouette > 0.9
 
@@ -152,15 +154,15 @@ def _planted_features(spark, n: int = 900):  # type: ignore[no-untyped-def]
 
 def _candidates(df, n_partitions: int) -> list[tuple]:  # type: ignore[no-untyped-def]
     """Preprocess, lay out, sample and fit both algorithms, as the segment stage does."""
-    specs = segment.feature_specs([C.RECENCY_DAYS, C.N_TRANSACTIONS, C.RETURN_RATE, C.GAP_MEAN_DAYS], {})
-    laid_out = df.transform(segment.with_canonical_layout(n_partitions))
-    prep = segment.preprocessing_pipeline(specs).fit(laid_out)
+    specs = preprocess.model_inputs([C.RECENCY_DAYS, C.N_TRANSACTIONS, C.RETURN_RATE, C.GAP_MEAN_DAYS], {})
+    laid_out = df.transform(preprocess.with_canonical_layout(n_partitions))
+    prep = preprocess.preprocessing_pipeline(specs).fit(laid_out)
     matrix = prep.transform(laid_out).select(C.CUSTOMER_ID, C.SCALED_VECTOR).cache()
-    train = segment.selection_sample(matrix, 900, 500, 42, 300).cache()
+    train = preprocess.selection_sample(matrix, 900, 500, 42, 300).cache()
     out = []
     for algo in ("kmeans", "bisecting_kmeans"):
         for k in (3, 4):
-            _, c = segment.fit_and_score(algo, k, train, C.SCALED_VECTOR, [42, 43], 10, 0.0)
+            _, c = select.fit_and_score(algo, k, train, C.SCALED_VECTOR, [42, 43], 10, 0.0)
             out.append((algo, k, c.seed, c.cost, c.silhouette, c.cluster_sizes))
     sampled = sorted(r[0] for r in train.select(C.CUSTOMER_ID).collect())
     train.unpersist()
@@ -169,10 +171,10 @@ def _candidates(df, n_partitions: int) -> list[tuple]:  # type: ignore[no-untype
 
 
 def test_matrix_partitions_follow_the_data_size_only() -> None:
-    assert segment.matrix_partitions(10, 250_000) == 2  # never fewer than two
-    assert segment.matrix_partitions(500_000, 250_000) == 2
-    assert segment.matrix_partitions(500_001, 250_000) == 3
-    assert segment.matrix_partitions(1_850_000, 250_000) == 8
+    assert preprocess.matrix_partitions(10, 250_000) == 2  # never fewer than two
+    assert preprocess.matrix_partitions(500_000, 250_000) == 2
+    assert preprocess.matrix_partitions(500_001, 250_000) == 3
+    assert preprocess.matrix_partitions(1_850_000, 250_000) == 8
 
 
 def test_candidates_do_not_depend_on_how_the_input_was_partitioned(spark) -> None:  # type: ignore[no-untyped-def]
@@ -187,3 +189,37 @@ def test_candidates_do_not_depend_on_how_the_input_was_partitioned(spark) -> Non
     assert results[0][-1][1] < 900  # the selection ran on a sample
     assert results[1] == results[0]
     assert results[2] == results[0]
+
+
+def test_fit_chooses_the_planted_k_numbers_segments_by_spend_and_maps_centres_back(spark) -> None:  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    from custseg.stages.segment import fit
+
+    # three well-separated groups of 40 customers: recent big spenders, middling, long-gone small spenders
+    planted = [(5.0, 2000.0), (60.0, 300.0), (400.0, 40.0)]
+    rows = [(f"g{g}_{i:02d}", rec * (1 + (i % 5) * 0.03), spend * (1 + (i % 7) * 0.03))
+            for g, (rec, spend) in enumerate(planted) for i in range(40)]
+    df = spark.createDataFrame(rows, f"{C.CUSTOMER_ID} string, {C.RECENCY_DAYS} double, {C.GROSS_SPEND} double")
+    inputs = preprocess.model_inputs([C.RECENCY_DAYS, C.GROSS_SPEND], {})
+    params = fit.FitParams(seed=42, n_starts=2, max_iter=20, min_segment_share=0.05, selection_sample_rows=100_000,
+                           rows_per_partition=250_000, pca_components=0, k=0, algorithm="", k_range=(2, 5),
+                           algorithms=("kmeans", "bisecting_kmeans"))
+    fitted = fit.fit(df, len(rows), inputs, {}, params, dt.date(2024, 6, 30), "run-x", 3)
+    try:
+        assert fitted.chosen is not None and fitted.chosen.k == 3 and fitted.model is not None
+        assert len(fitted.candidates) == 8 and sum(c.chosen for c in fitted.candidates) == 1
+        seg = {r[C.CUSTOMER_ID]: r[C.SEGMENT_ID] for r in fitted.segments.collect()}  # type: ignore[union-attr]
+        for g in range(3):  # segment 0 spends most
+            assert {seg[f"g{g}_{i:02d}"] for i in range(40)} == {g}
+        assert fitted.sizes == [40, 40, 40]
+        meta = fitted.model.meta
+        assert (meta.k, meta.features_version, meta.as_of_date) == (3, 3, "2024-06-30")
+        # a KMeans centre is its members' mean in model units (log1p), mapped back with expm1
+        for g, centre in enumerate(meta.centroids_original):
+            recs = [r[1] for r in rows if r[0].startswith(f"g{g}_")]
+            spends = [r[2] for r in rows if r[0].startswith(f"g{g}_")]
+            assert centre[C.RECENCY_DAYS] == pytest.approx(math.expm1(sum(map(math.log1p, recs)) / 40), rel=1e-6)
+            assert centre[C.GROSS_SPEND] == pytest.approx(math.expm1(sum(map(math.log1p, spends)) / 40), rel=1e-6)
+    finally:
+        fitted.release()

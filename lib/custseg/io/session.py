@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from custseg.config import Config
+    from custseg.core.config import Config
+
+from custseg.core.errors import CustsegError
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ def build_session(cfg: Config, app_suffix: str = "") -> SparkSession:
     if not _jars_given(conf):
         jars = delta_jars()
         if not jars:
-            raise RuntimeError(
+            raise CustsegError(
                 "Delta Lake jars not found: run scripts/setup.sh (fills ./jars), set CUSTSEG_JARS_DIR, "
                 "or submit with --jars/--packages"
             )

@@ -14,13 +14,14 @@ from collections.abc import Callable, Sequence
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from custseg import columns as C
+from custseg.core import columns as C
 
 POPULATION_SEGMENT = -1
 MEDIAN_ACCURACY = 10_000
 
 NON_PROFILE_COLUMNS = frozenset({C.AS_OF_DATE, C.CUSTOMER_ID, C.FIRST_PURCHASE_DATE, C.LAST_PURCHASE_DATE,
-                                 C.SEGMENT_ID, C.DISTANCE, C.RUN_ID})
+                                 C.SEGMENT_ID, C.DISTANCE, C.RUN_ID, C.MODEL_RUN_ID,
+                                 C.ASSIGNMENT})
 
 
 def profile_columns(features_df: DataFrame, map_keys: dict[str, list[str]]) -> list[tuple[str, Column]]:
@@ -38,18 +39,14 @@ def profile_columns(features_df: DataFrame, map_keys: dict[str, list[str]]) -> l
     return out
 
 
-def _signed_expm1(x: Column) -> Column:
-    return F.signum(x) * F.expm1(F.abs(x))
-
-
 def segment_profiles(
     profile_cols: Sequence[tuple[str, Column]],
-    centre_cols: Sequence[tuple[str, str, bool]],
+    centre_cols: Sequence[tuple[str, str, Callable[[Column], Column]]],
     run_id: str,
 ) -> Callable[[DataFrame], DataFrame]:
     """Segments joined to features -> one profile row per segment plus the population row.
 
-    `centre_cols` are (feature name, model-space column, log-compressed?) for the model's inputs.
+    `centre_cols` are (feature name, model-units column, inverse transform) for the model's inputs.
     One aggregation (a rollup over segment_id) computes segments and population together.
     """
 
@@ -73,8 +70,7 @@ def segment_profiles(
 
         lifts = [F.when(F.col(f"pop_mean_{i}") != 0, F.col(f"mean_{i}") / F.col(f"pop_mean_{i}"))
                  for i in range(len(profile_cols))]
-        centres = [(_signed_expm1(F.col(f"centre_{i}")) if logged else F.col(f"centre_{i}"))
-                   for i, (_, _, logged) in enumerate(centre_cols)]
+        centres = [inverse(F.col(f"centre_{i}")) for i, (_, _, inverse) in enumerate(centre_cols)]
         centre_map = F.map_from_arrays(F.array(*[F.lit(n) for n, _, _ in centre_cols]), F.array(*centres)) \
             if centre_cols else F.create_map().cast("map<string,double>")
         return rolled.crossJoin(pop).select(

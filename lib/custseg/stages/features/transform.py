@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from custseg import columns as C
+from custseg.core import columns as C
 
 TREND_WINDOW_DAYS = 90
 # purchases and returns that cancel out leave float noise (1e-14) in a net sum: no trend base below this

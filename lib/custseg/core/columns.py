@@ -37,6 +37,8 @@ TABLE_SEGMENTS = "segments"
 TABLE_SEGMENT_PROFILES = "segment_profiles"
 TABLE_MODEL_SELECTION = "model_selection"
 TABLE_RUNS = "runs"
+TABLE_LINEAGE = "lineage"
+TABLE_MODELS = "segment_models"
 
 # --- transactions table ------------------------------------------------------------------------
 CUSTOMER_ID = "customer_id"
@@ -127,8 +129,18 @@ def transactions_last(days: int) -> str:
     return f"n_transactions_{days}d"
 
 
+# --- lineage: which table versions each stage read and wrote, per as-of date --------------------
+STAGE = "stage"
+READS = "reads"
+WRITES = "writes"
+RECORDED_AT = "recorded_at"
+
 # --- segments and later stages -----------------------------------------------------------------
 SEGMENT_ID = "segment_id"
+MODEL_RUN_ID = "model_run_id"
+ASSIGNMENT = "assignment"
+ASSIGNMENT_FITTED = "fitted"  # the rows the model was fitted on
+ASSIGNMENT_SCORED = "scored"  # assigned by a saved model, without refitting
 DISTANCE = "distance_to_centre"
 FEATURES_VECTOR = "features"
 SCALED_VECTOR = "scaled_features"

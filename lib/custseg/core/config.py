@@ -18,18 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from custseg import columns as C
+from custseg.core import columns as C
+from custseg.core.errors import ConfigError
 
 INPUT_FORMATS = ("csv", "parquet", "json", "delta")
 INGEST_MODES = ("overwrite", "append")
 GENERATE_FORMATS = ("csv", "parquet")
 ALGORITHMS = ("kmeans", "bisecting_kmeans")
+SEGMENT_MODES = ("fit", "score")
 SPARK_CONF_PREFIX = "spark.conf."
 _SECRET_HINTS = ("secret", "password", "token", "key", "credential")
-
-
-class ConfigError(ValueError):
-    """A configuration problem, reported as one line that names the key."""
 
 
 @dataclass(frozen=True)
@@ -102,44 +100,65 @@ SCHEMA: dict[str, Key] = {
     # input
     "input.path": Key(str, None, True, help="file, folder or glob of the transaction log (or a Delta table path)"),
     "input.format": Key(str, "csv", choices=INPUT_FORMATS, help="format of input.path"),
-    "input.timestamp_format": Key(str, "", help="Spark datetime pattern of the timestamp column; empty: try common formats"),
-    "input.timezone": Key(str, "UTC", check=_timezone, help="time zone of timestamps without an offset, and of purchase dates"),
+    "input.timestamp_format": Key(str, "",
+        help="Spark datetime pattern of the timestamp column; empty: try common formats"),
+    "input.timezone": Key(str, "UTC", check=_timezone,
+        help="time zone of timestamps without an offset, and of purchase dates"),
     "input.csv.delimiter": Key(str, ",", help="CSV field delimiter"),
     "input.csv.header": Key(bool, True, help="CSV has a header row"),
     "input.csv.encoding": Key(str, "UTF-8", help="CSV character encoding (e.g. ISO-8859-1)"),
     **{f"input.columns.{r}": _columns_key(r, r in (C.ROLE_CUSTOMER_ID, C.ROLE_TIMESTAMP)) for r in C.ROLES},
     # ingest
-    "ingest.mode": Key(str, "overwrite", choices=INGEST_MODES, help="overwrite: the table becomes this input; append: add files not yet ingested"),
-    "ingest.future_tolerance_minutes": Key(int, 0, check=_non_negative, help="timestamps later than job start plus this are quarantined"),
+    "ingest.mode": Key(str, "overwrite", choices=INGEST_MODES,
+        help="overwrite: the table becomes this input; append: add files not yet ingested"),
+    "ingest.future_tolerance_minutes": Key(int, 0, check=_non_negative,
+        help="timestamps later than job start plus this are quarantined"),
     # features
-    "features.top_categories": Key(int, 10, check=_positive, help="categories with their own spend share; the rest are 'other'"),
-    "features.top_channels": Key(int, 5, check=_positive, help="channels with their own spend share; the rest are 'other'"),
-    "features.windows_days": Key(list, [30, 90, 365], check=_positive_ints, help="trailing windows (days) for spend and transaction counts"),
+    "features.top_categories": Key(int, 10, check=_positive,
+        help="categories with their own spend share; the rest are 'other'"),
+    "features.top_channels": Key(int, 5, check=_positive,
+        help="channels with their own spend share; the rest are 'other'"),
+    "features.windows_days": Key(list, [30, 90, 365], check=_positive_ints,
+        help="trailing windows (days) for spend and transaction counts"),
     # segmentation (used by the segment stage)
     "segment.features": Key(list, [], help="feature columns to cluster on; empty: the default set"),
     "segment.k_range": Key(list, [2, 10], check=_k_range, help="[low, high] k searched in model selection"),
     "segment.algorithms": Key(list, list(ALGORITHMS), help="algorithms compared: kmeans, bisecting_kmeans"),
     "segment.n_starts": Key(int, 3, check=_positive, help="seeded starts per candidate; the lowest cost is kept"),
     "segment.max_iter": Key(int, 30, check=_positive, help="iterations per fit"),
-    "segment.min_segment_share": Key(float, 0.02, check=_fraction, help="smallest acceptable segment, as a share of customers"),
-    "segment.selection_sample_rows": Key(int, 100_000, check=_positive, help="model selection runs on a seeded sample of this many customers when there are more"),
-    "segment.rows_per_partition": Key(int, 250_000, check=_positive, help="customers per partition of the clustering input (at least 2 partitions): the split depends on the data and this key, never on the cluster"),
-    "segment.pca_components": Key(int, 0, check=_non_negative, help="project onto this many principal components first; 0: no PCA"),
-    "segment.k": Key(int, 0, check=_non_negative, help="fix k (skips selection when segment.algorithm is set too); 0: select"),
+    "segment.min_segment_share": Key(float, 0.02, check=_fraction,
+        help="smallest acceptable segment, as a share of customers"),
+    "segment.selection_sample_rows": Key(int, 100_000, check=_positive,
+        help="model selection runs on a seeded sample of this many customers when there are more"),
+    "segment.rows_per_partition": Key(int, 250_000, check=_positive,
+        help="customers per partition of the clustering input (at least 2 partitions): the split depends on "
+        "the data and this key, never on the cluster"),
+    "segment.pca_components": Key(int, 0, check=_non_negative,
+        help="project onto this many principal components first; 0: no PCA"),
+    "segment.k": Key(int, 0, check=_non_negative,
+        help="fix k (skips selection when segment.algorithm is set too); 0: select"),
     "segment.algorithm": Key(str, "", choices=("", *ALGORITHMS), help="fix the algorithm; empty: select"),
+    "segment.mode": Key(str, "fit", choices=SEGMENT_MODES,
+        help="fit: select and fit a model on the date's features; score: assign segments with a saved model "
+        "(segment.model)"),
+    "segment.model": Key(str, "latest",
+        help="the saved model scoring uses: a segment run id, or latest (the newest model fitted on or before "
+        "the as-of date)"),
     "segment.model_root": Key(str, "", help="where fitted models are saved; empty: <output.root>/models"),
     # output and run
     "output.root": Key(str, None, True, help="folder or URI under which every table lives as <output.root>/<table>"),
     "run.seed": Key(int, 42, help="seed for sampling and model fitting"),
     # sample data generator
     "generate.path": Key(str, "data/sample/transactions.csv", help="where `custseg generate` writes the log"),
-    "generate.truth_path": Key(str, "data/sample/truth", help="where it writes each customer's planted group (Parquet)"),
+    "generate.truth_path": Key(str, "data/sample/truth",
+        help="where it writes each customer's planted group (Parquet)"),
     "generate.format": Key(str, "csv", choices=GENERATE_FORMATS, help="format of the generated log"),
     "generate.customers": Key(int, 5000, check=_positive, help="number of customers (about 54 invoice lines each)"),
     "generate.seed": Key(int, 7, help="generator seed: same seed, same log"),
     "generate.start_date": Key(str, "2022-01-01", check=_iso_date, help="first day of generated history"),
     "generate.end_date": Key(str, "2024-12-31", check=_iso_date, help="last day of generated history"),
-    "generate.bad_row_fraction": Key(float, 0.002, check=_fraction, help="share of rows deliberately broken to exercise the quarantine"),
+    "generate.bad_row_fraction": Key(float, 0.002, check=_fraction,
+        help="share of rows deliberately broken to exercise the quarantine"),
     "generate.partitions": Key(int, 0, check=_non_negative, help="output files; 0: sized to the data"),
 }
 

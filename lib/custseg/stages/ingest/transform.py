@@ -14,7 +14,8 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from custseg import columns as C
+from custseg.core import catalog
+from custseg.core import columns as C
 
 # Tried in order when input.timestamp_format is empty. The first entry (no pattern) is Spark's own
 # ISO-8601 reading: "2024-06-30", "2024-06-30 13:45:00", "2024-06-30T13:45:00.123+02:00", "...Z".
@@ -32,27 +33,9 @@ DEFAULT_TIMESTAMP_FORMATS: tuple[str | None, ...] = (
     "d MMM yyyy[ H:mm[:ss]]",
 )
 
-# canonical transactions schema, in table order
-TRANSACTIONS_SCHEMA = T.StructType(
-    [
-        T.StructField(C.CUSTOMER_ID, T.StringType(), False),
-        T.StructField(C.TRANSACTION_ID, T.StringType(), True),
-        T.StructField(C.TXN_TS, T.TimestampType(), False),
-        T.StructField(C.AMOUNT, T.DoubleType(), False),
-        T.StructField(C.QUANTITY, T.DoubleType(), True),
-        T.StructField(C.UNIT_PRICE, T.DoubleType(), True),
-        T.StructField(C.IS_RETURN, T.BooleanType(), False),
-        T.StructField(C.CATEGORY, T.StringType(), True),
-        T.StructField(C.CHANNEL, T.StringType(), True),
-        T.StructField(C.COUNTRY, T.StringType(), True),
-        T.StructField(C.SOURCE_FILE, T.StringType(), True),
-        T.StructField(C.INGEST_BATCH, T.StringType(), False),
-        T.StructField(C.TXN_DATE, T.DateType(), False),
-    ]
-)
+TRANSACTIONS_SCHEMA = catalog.TRANSACTIONS_SCHEMA  # canonical transactions schema, in table order
 
-QUARANTINE_COLUMNS = (C.REASON, C.REASONS, C.RAW_RECORD, C.SOURCE_FILE, C.INGEST_BATCH, C.QUARANTINED_AT,
-                      C.QUARANTINE_DATE)
+QUARANTINE_COLUMNS = tuple(catalog.QUARANTINE_SCHEMA.names)
 
 # Canonical columns that identify an exact duplicate (source_file aside: the same line in two files is
 # the same line).
@@ -117,7 +100,9 @@ def _raw(role: str) -> str:
     return f"{_RAW}{role}"
 
 
-def with_canonical_columns(column_map: Mapping[str, str], timestamp_format: str = "") -> Callable[[DataFrame], DataFrame]:
+def with_canonical_columns(
+    column_map: Mapping[str, str], timestamp_format: str = ""
+) -> Callable[[DataFrame], DataFrame]:
     """Parse the mapped source columns into canonical, typed columns.
 
     Keeps every original value, as text, in the `raw_record` map (for the quarantine), and the trimmed
@@ -136,7 +121,9 @@ def with_canonical_columns(column_map: Mapping[str, str], timestamp_format: str 
             return parse_text(src(role)) if role in column_map else F.lit(None).cast("string")
 
         def number_or_null(role: str) -> Column:
-            return parse_number(src(role), dtypes[column_map[role]]) if role in column_map else F.lit(None).cast("double")
+            if role not in column_map:
+                return F.lit(None).cast("double")
+            return parse_number(src(role), dtypes[column_map[role]])
 
         quantity = number_or_null(C.ROLE_QUANTITY)
         unit_price = number_or_null(C.ROLE_UNIT_PRICE)
@@ -149,14 +136,16 @@ def with_canonical_columns(column_map: Mapping[str, str], timestamp_format: str 
             F.col(C.SOURCE_FILE),
             parse_id(src(C.ROLE_CUSTOMER_ID), dtypes[column_map[C.ROLE_CUSTOMER_ID]]).alias(C.CUSTOMER_ID),
             tx_id.alias(C.TRANSACTION_ID),
-            parse_timestamp(src(C.ROLE_TIMESTAMP), dtypes[column_map[C.ROLE_TIMESTAMP]], timestamp_format).alias(C.TXN_TS),
+            parse_timestamp(src(C.ROLE_TIMESTAMP), dtypes[column_map[C.ROLE_TIMESTAMP]], timestamp_format)
+            .alias(C.TXN_TS),
             amount.alias(C.AMOUNT),
             quantity.alias(C.QUANTITY),
             unit_price.alias(C.UNIT_PRICE),
             text_or_null(C.ROLE_CATEGORY).alias(C.CATEGORY),
             text_or_null(C.ROLE_CHANNEL).alias(C.CHANNEL),
             text_or_null(C.ROLE_COUNTRY).alias(C.COUNTRY),
-            *[text_or_null(r).alias(_raw(r)) for r in (C.ROLE_TIMESTAMP, C.ROLE_AMOUNT, C.ROLE_QUANTITY, C.ROLE_UNIT_PRICE)],
+            *[text_or_null(r).alias(_raw(r))
+              for r in (C.ROLE_TIMESTAMP, C.ROLE_AMOUNT, C.ROLE_QUANTITY, C.ROLE_UNIT_PRICE)],
         )
 
     return transform

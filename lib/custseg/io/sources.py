@@ -5,22 +5,19 @@ from __future__ import annotations
 import glob
 import logging
 import os
-from typing import TYPE_CHECKING
 import re
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from custseg import columns as C
+from custseg.core import columns as C
+from custseg.core.errors import InputError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-    from custseg.config import Config
+    from custseg.core.config import Config
 
 log = logging.getLogger(__name__)
-
-
-class InputError(RuntimeError):
-    """The input cannot be ingested as configured (missing, empty, columns absent)."""
 
 
 def is_local_path(path: str) -> bool:
@@ -43,8 +40,8 @@ def read_raw(spark: SparkSession, cfg: Config, files: list[str] | None = None) -
 
     `files`, when given, restricts the read to those files (append mode's not-yet-ingested files).
     """
+    from pyspark.errors import AnalysisException
     from pyspark.sql import functions as F
-    from pyspark.sql.utils import AnalysisException
 
     fmt = cfg["input.format"]
     target: str | list[str] = [as_read_path(f) for f in files] if files is not None else cfg["input.path"]

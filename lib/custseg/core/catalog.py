@@ -1,0 +1,100 @@
+"""Every table custseg writes: its schema, partitioning and the stage that produces it, declared once.
+
+Tables are created from these declarations before their first write (`custseg.io.delta`), and every
+write is conformed to them: a column missing, extra or of the wrong type is an error, never a silent
+change of the table. `customer_features` is the one table whose columns follow the configuration
+(`features.windows_days`, the share maps), so its schema is the features stage's output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import types as T
+
+from custseg.core import columns as C
+
+_S, _D, _L, _I, _B = T.StringType(), T.DoubleType(), T.LongType(), T.IntegerType(), T.BooleanType()
+_TS, _DATE = T.TimestampType(), T.DateType()
+
+
+def _fields(*spec: tuple[str, T.DataType] | tuple[str, T.DataType, bool]) -> T.StructType:
+    return T.StructType([T.StructField(s[0], s[1], s[2] if len(s) > 2 else True) for s in spec])
+
+
+@dataclass(frozen=True)
+class Table:
+    """One Delta table at <output.root>/<name>."""
+
+    name: str
+    producer: str  # the stage (or the runner) that writes it
+    schema: T.StructType | None  # None: defined by the producing stage's output
+    partition_by: tuple[str, ...] = ()
+    description: str = ""
+
+
+TRANSACTIONS_SCHEMA = _fields(
+    (C.CUSTOMER_ID, _S, False), (C.TRANSACTION_ID, _S), (C.TXN_TS, _TS, False), (C.AMOUNT, _D, False),
+    (C.QUANTITY, _D), (C.UNIT_PRICE, _D), (C.IS_RETURN, _B, False), (C.CATEGORY, _S), (C.CHANNEL, _S),
+    (C.COUNTRY, _S), (C.SOURCE_FILE, _S), (C.INGEST_BATCH, _S, False), (C.TXN_DATE, _DATE, False),
+)
+
+QUARANTINE_SCHEMA = _fields(
+    (C.REASON, _S), (C.REASONS, T.ArrayType(_S)), (C.RAW_RECORD, T.MapType(_S, _S)), (C.SOURCE_FILE, _S),
+    (C.INGEST_BATCH, _S), (C.QUARANTINED_AT, _TS), (C.QUARANTINE_DATE, _DATE),
+)
+
+INGESTED_FILES_SCHEMA = _fields((C.FILE_PATH, _S), (C.INGEST_BATCH, _S), (C.RUN_ID, _S), (C.INGESTED_AT, _TS))
+
+SEGMENTS_SCHEMA = _fields(
+    (C.AS_OF_DATE, _DATE), (C.CUSTOMER_ID, _S), (C.SEGMENT_ID, _I), (C.DISTANCE, _D), (C.RUN_ID, _S),
+    (C.MODEL_RUN_ID, _S), (C.ASSIGNMENT, _S),
+)
+
+MODEL_SELECTION_SCHEMA = _fields(
+    (C.AS_OF_DATE, _DATE), (C.RUN_ID, _S), ("algorithm", _S), ("k", _I), ("seed", _L), ("cost", _D),
+    ("silhouette", _D), ("cluster_sizes", T.ArrayType(_L)), ("n_clusters", _I), ("min_share", _D),
+    ("fit_seconds", _D), ("starts", _I), ("eligible", _B), ("chosen", _B), ("outcome", _S), ("sample_rows", _L),
+)
+
+MODELS_SCHEMA = _fields(
+    (C.MODEL_RUN_ID, _S), (C.AS_OF_DATE, _DATE), ("path", _S), ("algorithm", _S), ("k", _I), ("silhouette", _D),
+    ("features_version", _L), ("customers", _L), ("created_at", _TS), ("custseg_version", _S),
+)
+
+_DOUBLE_MAP = T.MapType(_S, _D)
+SEGMENT_PROFILES_SCHEMA = _fields(
+    (C.AS_OF_DATE, _DATE), (C.SEGMENT_ID, _I), ("is_population", _B), ("customers", _L), ("customer_share", _D),
+    ("revenue", _D), ("revenue_share", _D), ("feature_mean", _DOUBLE_MAP), ("feature_median", _DOUBLE_MAP),
+    ("feature_lift", _DOUBLE_MAP), ("centroid", _DOUBLE_MAP), (C.RUN_ID, _S), (C.MODEL_RUN_ID, _S),
+)
+
+RUNS_SCHEMA = _fields(
+    (C.RUN_ID, _S), (C.AS_OF_DATE, _DATE), ("started_at", _TS), ("finished_at", _TS), ("outcome", _S), ("error", _S),
+    ("stages", T.ArrayType(_S)), ("config_json", _S), ("config_hash", _S), ("seed", _L),
+    ("table_versions", T.MapType(_S, _L)), ("counts", T.MapType(_S, _L)), ("algorithm", _S), ("k", _I),
+    ("silhouette", _D), ("cost", _D), ("stage_seconds", _DOUBLE_MAP), ("model_path", _S), ("custseg_version", _S),
+)
+
+LINEAGE_SCHEMA = _fields(
+    (C.AS_OF_DATE, _DATE), (C.STAGE, _S), (C.RUN_ID, _S), (C.READS, T.MapType(_S, _L)), (C.WRITES, T.MapType(_S, _L)),
+    (C.RECORDED_AT, _TS),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (
+    Table(C.TABLE_TRANSACTIONS, "ingest", TRANSACTIONS_SCHEMA, (C.TXN_DATE,), "clean, deduplicated lines"),
+    Table(C.TABLE_QUARANTINE, "ingest", QUARANTINE_SCHEMA, (C.QUARANTINE_DATE,), "rejected lines with their reasons"),
+    Table(C.TABLE_INGESTED_FILES, "ingest", INGESTED_FILES_SCHEMA, (), "the files each ingest batch added"),
+    Table(C.TABLE_CUSTOMER_FEATURES, "features", None, (C.AS_OF_DATE,), "one row per customer and as-of date"),
+    Table(C.TABLE_SEGMENTS, "segment", SEGMENTS_SCHEMA, (C.AS_OF_DATE,), "each customer's segment"),
+    Table(C.TABLE_MODEL_SELECTION, "segment", MODEL_SELECTION_SCHEMA, (C.AS_OF_DATE,), "every candidate model"),
+    Table(C.TABLE_MODELS, "segment", MODELS_SCHEMA, (), "every saved segmentation model bundle"),
+    Table(C.TABLE_SEGMENT_PROFILES, "profile", SEGMENT_PROFILES_SCHEMA, (C.AS_OF_DATE,), "segments described"),
+    Table(C.TABLE_LINEAGE, "runner", LINEAGE_SCHEMA, (), "table versions each stage read and wrote"),
+    Table(C.TABLE_RUNS, "runner", RUNS_SCHEMA, (), "one row per invocation, failed ones too"),
+)}
+
+
+def table(name: str) -> Table:
+    """The declaration of table `name` (a KeyError names an undeclared table: a programming error)."""
+    return TABLES[name]

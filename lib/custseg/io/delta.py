@@ -1,0 +1,140 @@
+"""Delta Lake reads and writes. Every write is one Delta commit: it lands whole or not at all.
+
+Tables are created from their catalog declaration (`custseg.core.catalog`) before the first write, and
+every write is conformed to it; schema enforcement stays on (no mergeSchema / overwriteSchema), so a
+write whose columns do not match the table fails instead of silently changing it. Reads take an
+optional version: a stage reads its inputs at the versions their producer recorded (`lineage`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING, Any
+
+from custseg.core import catalog
+from custseg.core.errors import StageError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+
+def exists(spark: SparkSession, path: str) -> bool:
+    """True when `path` holds a Delta table."""
+    from delta.tables import DeltaTable
+
+    return bool(DeltaTable.isDeltaTable(spark, path))
+
+
+def read(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
+    """The Delta table at `path`: its current version, or `version` (time travel)."""
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(path)
+
+
+def version(spark: SparkSession, path: str) -> int | None:
+    """Latest committed version of the table, or None when there is no table."""
+    from delta.tables import DeltaTable
+
+    if not exists(spark, path):
+        return None
+    row = DeltaTable.forPath(spark, path).history(1).select("version").first()
+    return int(row[0]) if row is not None else None
+
+
+def ensure(spark: SparkSession, path: str, name: str) -> None:
+    """Create table `name` at `path` from its declaration when it does not exist yet."""
+    from delta.tables import DeltaTable
+
+    spec = catalog.table(name)
+    if spec.schema is None or exists(spark, path):
+        return
+    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(spec.schema)
+    if spec.partition_by:
+        builder = builder.partitionedBy(*spec.partition_by)
+    builder.execute()
+    log.debug("created table %s at %s", name, path)
+
+
+def conform(df: DataFrame, name: str) -> DataFrame:
+    """`df` in table `name`'s column order and types; a missing or unexpected column is a StageError."""
+    from pyspark.sql import functions as F
+
+    spec = catalog.table(name)
+    if spec.schema is None:
+        return df
+    want = spec.schema.names
+    missing = [c for c in want if c not in df.columns]
+    extra = [c for c in df.columns if c not in want]
+    if missing or extra:
+        raise StageError(f"{name}: the rows to write do not match the table's declared schema "
+                         f"(missing: {', '.join(missing) or '-'}; unexpected: {', '.join(extra) or '-'})")
+    return df.select(*[F.col(f"`{f.name}`").cast(f.dataType).alias(f.name) for f in spec.schema.fields])
+
+
+def _writer(df: DataFrame, run_id: str | None, mode: str) -> Any:
+    w = df.write.format("delta").mode(mode)
+    if run_id:
+        w = w.option("userMetadata", f"custseg run {run_id}")
+    return w
+
+
+def _partition_by(name: str, df: DataFrame) -> list[str]:
+    spec = catalog.table(name)
+    return [c for c in spec.partition_by if c in df.columns]
+
+
+def overwrite(df: DataFrame, path: str, name: str, run_id: str | None = None) -> int:
+    """Make table `name` exactly `df`, in one commit (readers see the old or the new table, never a mix).
+
+    Returns the version written."""
+    spark = df.sparkSession
+    ensure(spark, path, name)
+    df = conform(df, name)
+    _writer(df, run_id, "overwrite").partitionBy(*_partition_by(name, df)).save(path)
+    return _written(spark, path)
+
+
+def append(df: DataFrame, path: str, name: str, run_id: str | None = None) -> int:
+    """Add `df`'s rows to table `name` in one commit. Returns the version written."""
+    spark = df.sparkSession
+    ensure(spark, path, name)
+    df = conform(df, name)
+    _writer(df, run_id, "append").partitionBy(*_partition_by(name, df)).save(path)
+    return _written(spark, path)
+
+
+def replace_partition(df: DataFrame, path: str, name: str, value: dt.date | str, run_id: str | None = None) -> int:
+    """Replace one partition of table `name` (its partition column = `value`) with `df`, atomically.
+
+    A re-run for the same date therefore replaces its rows instead of adding to them; other partitions
+    stay. Delta checks that every row written matches the predicate. Returns the version written.
+    """
+    spark = df.sparkSession
+    spec = catalog.table(name)
+    if len(spec.partition_by) != 1:
+        raise ValueError(f"{name} is not partitioned by one column")
+    column = spec.partition_by[0]
+    ensure(spark, path, name)
+    df = conform(df, name)
+    if not exists(spark, path):  # a table whose schema the producer defines: its first write creates it
+        return append(df, path, name, run_id)
+    _writer(df, run_id, "overwrite").option("replaceWhere", f"{column} = '{value}'").partitionBy(column).save(path)
+    return _written(spark, path)
+
+
+def _written(spark: SparkSession, path: str) -> int:
+    v = version(spark, path)
+    assert v is not None  # a write just committed
+    return v
+
+
+def delete_where(spark: SparkSession, path: str, condition: str) -> None:
+    """Delete the rows matching a SQL condition, in one commit."""
+    from delta.tables import DeltaTable
+
+    DeltaTable.forPath(spark, path).delete(condition)

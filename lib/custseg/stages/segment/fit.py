@@ -1,0 +1,178 @@
+"""Segment, fitting: lay out and preprocess the features, select a model, fit it, number its segments.
+
+Segment ids are ordered by the segment's mean gross spend, highest first, so that id 0 is the most
+valuable segment of a fitted model; the order travels in the model bundle.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from custseg import __version__
+from custseg.core import columns as C
+from custseg.core.errors import SegmentationError
+from custseg.io.models import PREDICTION, BundleMeta, ModelInput, SegmentationModel, original_units
+from custseg.stages.segment import preprocess as P
+from custseg.stages.segment import select as S
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FitParams:
+    """The segment.* settings a fit uses."""
+
+    seed: int
+    n_starts: int
+    max_iter: int
+    min_segment_share: float
+    selection_sample_rows: int
+    rows_per_partition: int
+    pca_components: int
+    k: int
+    algorithm: str
+    k_range: tuple[int, int]
+    algorithms: tuple[str, ...]
+
+    def grid(self) -> list[tuple[str, int]]:
+        """The (algorithm, k) candidates to try."""
+        if self.k and self.algorithm:
+            return [(self.algorithm, self.k)]
+        ks = [self.k] if self.k else list(range(self.k_range[0], self.k_range[1] + 1))
+        algos = [self.algorithm] if self.algorithm else list(self.algorithms)
+        return [(a, k) for a in algos for k in ks]
+
+
+@dataclass
+class Fitted:
+    """A fitted segmentation: the bundle (not yet saved), the candidates, and the assignment."""
+
+    model: SegmentationModel | None  # None when no candidate produced two or more clusters
+    candidates: list[S.Candidate]
+    chosen: S.Candidate | None
+    rule: str
+    sample_rows: int
+    silhouette: float | None = None
+    sizes: list[int] = field(default_factory=list)
+    segments: DataFrame | None = None  # customer_id, segment_id, distance (reads the cached matrix)
+    _cached: list[DataFrame] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Unpersist what the fit cached (after the segments are written)."""
+        for df in self._cached:
+            df.unpersist()
+        self._cached.clear()
+
+
+def _select(train: DataFrame, n_train: int, fcol: str, p: FitParams) -> tuple[list[S.Candidate], dict[Any, Any]]:
+    seeds = [p.seed + i for i in range(p.n_starts)]
+    candidates: list[S.Candidate] = []
+    models: dict[tuple[str, int], Any] = {}
+    for algo, k in p.grid():
+        if k > n_train:
+            candidates.append(S.Candidate(algo, k, outcome=f"skipped: fewer customers ({n_train}) than k"))
+            log.warning("segment: %s k=%d skipped: only %d customers", algo, k, n_train)
+            continue
+        model, c = S.fit_and_score(algo, k, train, fcol, seeds, p.max_iter, p.min_segment_share)
+        log.info("segment: %-16s k=%-3d silhouette %s cost %.1f smallest %s (%s) %.1f s", algo, k,
+                 f"{c.silhouette:.4f}" if c.silhouette is not None else "-", c.cost or 0.0,
+                 f"{c.min_share:.2%}" if c.min_share is not None else "-", c.outcome, c.fit_seconds)
+        candidates.append(c)
+        models[(algo, k)] = model
+    return candidates, models
+
+
+def fit(features_df: DataFrame, n_customers: int, inputs: list[ModelInput], map_keys: dict[str, list[str]],
+        p: FitParams, as_of: dt.date, run_id: str, features_version: int | None) -> Fitted:
+    """Select and fit a model on `features_df` (one date's features); the caller writes and then releases."""
+    fcol = P.clustering_column(p.pca_components)
+    # the model's inputs only, hash-partitioned by customer and sorted: the preprocessing fit (medians, means,
+    # deviations) and everything after it see the same partitions wherever the job runs
+    needed = sorted({i.source for i in inputs} | {C.CUSTOMER_ID, C.GROSS_SPEND})
+    laid_out = features_df.select(*needed).transform(
+        P.with_canonical_layout(P.matrix_partitions(n_customers, p.rows_per_partition))).cache()
+    try:
+        prep = P.preprocessing_pipeline(inputs, p.pca_components).fit(laid_out)
+        matrix = prep.transform(laid_out).select(C.CUSTOMER_ID, fcol, C.GROSS_SPEND).cache()
+        matrix.count()
+    finally:
+        laid_out.unpersist()
+    cached = [matrix]
+    sampled = n_customers > p.selection_sample_rows
+    train = matrix
+    if sampled:
+        # the sample in its own few partitions: the matrix may have many, and every MLlib iteration schedules
+        # one task per partition
+        train = P.selection_sample(matrix, n_customers, p.selection_sample_rows, p.seed, p.rows_per_partition).cache()
+    n_train = train.count() if sampled else n_customers
+    if sampled:
+        log.info("segment: model selection on a seeded sample of %d of %d customers", n_train, n_customers)
+    if p.k and p.algorithm:
+        log.info("segment: algorithm and k fixed by config: %s k=%d", p.algorithm, p.k)
+    try:
+        candidates, models = _select(train, n_train, fcol, p)
+    except BaseException:
+        matrix.unpersist()
+        raise
+    finally:
+        if sampled:
+            train.unpersist()
+    chosen, rule = S.choose(candidates)
+    fitted_model = Fitted(None, candidates, chosen, rule, n_train, _cached=cached)
+    if chosen is None:
+        fitted_model.release()
+        return fitted_model
+    chosen.chosen = True
+    log.info("segment: chose %s k=%d (%s)", chosen.algorithm, chosen.k, rule)
+    if rule.startswith("no candidate met"):
+        log.warning("segment: %s", rule)
+    model, silhouette = models[(chosen.algorithm, chosen.k)], chosen.silhouette
+    if sampled:
+        seeds = [p.seed + i for i in range(p.n_starts)]
+        model, final = S.fit_and_score(chosen.algorithm, chosen.k, matrix, fcol, seeds, p.max_iter,
+                                       p.min_segment_share)
+        silhouette = final.silhouette
+    centers = [list(map(float, c)) for c in model.clusterCenters()]
+    predicted = model.transform(matrix)
+    # order ids by mean gross spend per cluster (k rows)
+    means = {r[0]: r[1] for r in predicted.groupBy(PREDICTION).agg(F.avg(C.GROSS_SPEND)).collect()}
+    ranked = sorted(range(len(centers)), key=lambda i: (-(means.get(i) or 0.0), i))
+    relabel = [0] * len(centers)
+    for rank, idx in enumerate(ranked):
+        relabel[idx] = rank
+    pipeline = PipelineModel(stages=[*prep.stages, model])
+    meta = _meta(run_id, as_of, features_version, chosen.algorithm, chosen.k, fcol, inputs, map_keys, relabel)
+    by_segment = [centers[ranked[s]] for s in range(len(centers))]
+    meta.centroids_model.extend(by_segment)
+    meta.centroids_original.extend(original_units(pipeline, inputs, c) for c in by_segment)
+    meta.metrics.update({"silhouette": silhouette, "cost": chosen.cost, "selection_rule": rule,
+                         "selection_sample_rows": n_train, "customers": n_customers})
+    sizes = [0] * len(centers)
+    for idx, size in enumerate(model.summary.clusterSizes):
+        sizes[relabel[idx]] = int(size)
+    bundle = SegmentationModel(pipeline, meta)
+    fitted_model.model, fitted_model.silhouette, fitted_model.sizes = bundle, silhouette, sizes
+    fitted_model.segments = bundle.assign_predicted(predicted)
+    return fitted_model
+
+
+def _meta(run_id: str, as_of: dt.date, features_version: int | None, algorithm: str, k: int, fcol: str,
+          inputs: list[ModelInput], map_keys: dict[str, list[str]], relabel: list[int]) -> BundleMeta:
+    used_maps = {i.source for i in inputs if i.key is not None}
+    return BundleMeta(run_id=run_id, as_of_date=str(as_of), features_version=features_version, algorithm=algorithm,
+                      k=k, clustering_col=fcol, inputs=list(inputs), cluster_to_segment=relabel,
+                      map_keys={c: keys for c, keys in map_keys.items() if c in used_maps},
+                      custseg_version=__version__, created_at=dt.datetime.now(dt.UTC).isoformat())
+
+
+def check_customers(n_customers: int, as_of: dt.date) -> None:
+    """At least two customers are needed to segment."""
+    if n_customers < 2:
+        raise SegmentationError(f"{n_customers} customer as of {as_of}: at least 2 are needed to segment")

@@ -1,0 +1,196 @@
+"""Segment step: fit a model on the date's features (segment.mode = fit) or assign segments with a saved
+one (score), and write segments, model_selection and the model bundle.
+
+Both modes read customer_features at the version the features stage recorded for the date, and give
+every customer of that date exactly one segment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import functions as F
+
+from custseg.core import columns as C
+from custseg.core.config import Config
+from custseg.core.errors import SegmentationError, StageError
+from custseg.core.stage import StageContext, StageResult
+from custseg.io import delta, lineage, models
+from custseg.io.models import ModelInput
+from custseg.stages.segment import fit as FIT
+from custseg.stages.segment import preprocess as P
+from custseg.stages.segment.select import Candidate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SegmentResult(StageResult):
+    mode: str
+    customers: int
+    algorithm: str
+    k: int
+    model_run_id: str
+    model_path: str
+    silhouette: float | None = None
+    cost: float | None = None
+    selection_rule: str = ""
+    segment_sizes: list[int] = field(default_factory=list)
+    selection_sample_rows: int = 0
+    candidates: int = 0
+    model_inputs: list[str] = field(default_factory=list)
+    non_finite_values: dict[str, int] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        return {"segment.customers": self.customers}
+
+    def run_fields(self) -> dict[str, Any]:
+        return {"algorithm": self.algorithm, "k": self.k, "silhouette": self.silhouette, "cost": self.cost,
+                "model_path": self.model_path}
+
+    def describe(self) -> str:
+        if self.mode == "score":
+            return (f"{self.customers:,} customers scored with model {self.model_run_id} "
+                    f"({self.algorithm} k={self.k}), without refitting")
+        sil = f"{self.silhouette:.3f}" if self.silhouette is not None else "n/a"
+        return (f"{self.algorithm} k={self.k}, silhouette {sil}, chosen from {self.candidates} candidates "
+                f"({self.selection_rule})")
+
+
+def read_features(spark: SparkSession, cfg: Config, as_of: dt.date) -> tuple[DataFrame, int]:
+    """One date's customer features at the version the features stage recorded, and that version."""
+    path = cfg.table_path(C.TABLE_CUSTOMER_FEATURES)
+    version = lineage.input_version(spark, cfg, C.TABLE_CUSTOMER_FEATURES, "features", as_of)
+    if version is None:
+        raise StageError(f"no customer_features table at {path}: run `custseg features --as-of {as_of}` first")
+    df = delta.read(spark, path, version).filter(F.col(C.AS_OF_DATE) == F.lit(as_of))
+    if df.isEmpty():
+        raise StageError(f"no customer features as of {as_of}: run `custseg features --as-of {as_of}` first")
+    return df, version
+
+
+def usable_inputs(feats: DataFrame, cfg: Config) -> tuple[list[ModelInput], dict[str, list[str]], dict[str, int]]:
+    """Expand the configured features, drop the ones that do not vary, and count non-finite values."""
+    requested = list(cfg["segment.features"]) or list(P.DEFAULT_FEATURES)
+    unknown = [r for r in requested if r.partition(".")[0] not in feats.columns]
+    if unknown:
+        raise StageError(f"segment.features: not a column of customer_features: {', '.join(unknown)}")
+    wanted_maps = [c for c in sorted(P.MAP_FEATURES) if c in requested or any(r.startswith(c + ".") for r in requested)]
+    keys = models.map_keys(feats, wanted_maps)
+    inputs = P.model_inputs(requested, keys)
+    first = feats.agg(*P.non_finite_counts(inputs)).first()
+    stats = first.asDict() if first is not None else {}
+    non_finite = {i.name: int(n) for i in inputs if (n := stats.get(f"nonfinite__{i.model_col}"))}
+    for name, n in non_finite.items():
+        log.warning("segment: %d customers have a NaN or infinite %s: treated as missing and imputed", n, name)
+    kept = []
+    for i in inputs:
+        std = stats.get(f"std__{i.model_col}")
+        if std is None or not std > 1e-12:
+            log.warning("segment: feature %s does not vary (std %s): left out of the model", i.name, std)
+        else:
+            kept.append(i)
+    if not kept:
+        raise SegmentationError("no feature varies across customers: nothing to cluster on")
+    return kept, keys, non_finite
+
+
+def _params(cfg: Config, n_inputs: int) -> FIT.FitParams:
+    pca = cfg["segment.pca_components"]
+    if pca and pca > n_inputs:
+        log.warning("segment: segment.pca_components=%d but only %d features: using %d", pca, n_inputs, n_inputs)
+        pca = n_inputs
+    return FIT.FitParams(
+        seed=cfg["run.seed"], n_starts=cfg["segment.n_starts"], max_iter=cfg["segment.max_iter"],
+        min_segment_share=cfg["segment.min_segment_share"], selection_sample_rows=cfg["segment.selection_sample_rows"],
+        rows_per_partition=cfg["segment.rows_per_partition"], pca_components=pca, k=cfg["segment.k"],
+        algorithm=cfg["segment.algorithm"], k_range=(cfg["segment.k_range"][0], cfg["segment.k_range"][1]),
+        algorithms=tuple(cfg["segment.algorithms"]))
+
+
+def model_root(cfg: Config) -> str:
+    """Where bundles are saved: segment.model_root, or <output.root>/models."""
+    return str(cfg["segment.model_root"] or f"{str(cfg['output.root']).rstrip('/')}/models")
+
+
+def _segments_rows(assigned: DataFrame, ctx: StageContext, model_run_id: str, assignment: str) -> DataFrame:
+    return assigned.select(F.lit(ctx.date).alias(C.AS_OF_DATE), C.CUSTOMER_ID, C.SEGMENT_ID, C.DISTANCE,
+                           F.lit(ctx.run_id).alias(C.RUN_ID), F.lit(model_run_id).alias(C.MODEL_RUN_ID),
+                           F.lit(assignment).alias(C.ASSIGNMENT))
+
+
+def run(spark: SparkSession, ctx: StageContext) -> SegmentResult:
+    """Fit or score, as segment.mode says."""
+    feats, features_version = read_features(spark, ctx.cfg, ctx.date)
+    if ctx.cfg["segment.mode"] == "score":
+        return score(spark, ctx, feats, features_version)
+    return fit(spark, ctx, feats, features_version)
+
+
+def fit(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_version: int) -> SegmentResult:
+    """Select and fit a model, save its bundle, write segments (fitted) and model_selection."""
+    cfg, as_of = ctx.cfg, ctx.date
+    n_customers = feats.count()
+    FIT.check_customers(n_customers, as_of)
+    inputs, keys, non_finite = usable_inputs(feats, cfg)
+    log.info("segment: %d customers, %d model inputs: %s", n_customers, len(inputs), ", ".join(i.name for i in inputs))
+    fitted = FIT.fit(feats, n_customers, inputs, keys, _params(cfg, len(inputs)), as_of, ctx.run_id, features_version)
+    try:
+        writes = {C.TABLE_MODEL_SELECTION: _write_model_selection(spark, ctx, fitted.candidates, fitted.sample_rows)}
+        if fitted.model is None or fitted.chosen is None or fitted.segments is None:
+            raise SegmentationError(f"{fitted.rule}: no segmentation as of {as_of}")
+        bundle = fitted.model
+        bundle.path = models.bundle_path(model_root(cfg), as_of, ctx.run_id)
+        bundle.save()
+        obs = Observation("segments")
+        rows = _segments_rows(fitted.segments, ctx, ctx.run_id, C.ASSIGNMENT_FITTED).observe(
+            obs, F.count(F.lit(1)).alias("rows"))
+        writes[C.TABLE_SEGMENTS] = delta.replace_partition(rows, cfg.table_path(C.TABLE_SEGMENTS), C.TABLE_SEGMENTS,
+                                                           as_of, ctx.run_id)
+        writes[C.TABLE_MODELS] = models.register(spark, cfg.table_path(C.TABLE_MODELS), bundle, n_customers)
+    finally:
+        fitted.release()
+    chosen = fitted.chosen
+    result = SegmentResult(
+        "fit", int(obs.get["rows"]), chosen.algorithm, chosen.k, ctx.run_id, bundle.path, fitted.silhouette,
+        chosen.cost, fitted.rule, fitted.sizes, fitted.sample_rows, len(fitted.candidates), [i.name for i in inputs],
+        non_finite, reads={C.TABLE_CUSTOMER_FEATURES: features_version}, writes=writes)
+    log.info("segment: %s k=%d, silhouette %.4f, sizes %s", result.algorithm, result.k,
+             result.silhouette if result.silhouette is not None else float("nan"), result.segment_sizes)
+    return result
+
+
+def score(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_version: int) -> SegmentResult:
+    """Assign every customer of the date to a segment with a saved bundle, without refitting."""
+    cfg, as_of = ctx.cfg, ctx.date
+    path = models.find(spark, cfg.table_path(C.TABLE_MODELS), as_of, cfg["segment.model"])
+    bundle = models.load(spark, path)
+    bundle.check_features(feats, as_of)
+    log.info("segment: scoring customers as of %s with model %s (%s k=%d, fitted as of %s)", as_of, bundle.run_id,
+             bundle.meta.algorithm, bundle.meta.k, bundle.meta.as_of_date)
+    obs = Observation("scored")
+    rows = _segments_rows(bundle.assign(feats), ctx, bundle.run_id, C.ASSIGNMENT_SCORED).observe(
+        obs, F.count(F.lit(1)).alias("rows"), *[F.count_if(F.col(C.SEGMENT_ID) == s).alias(f"s{s}")
+                                                for s in range(bundle.meta.k)])
+    written = delta.replace_partition(rows, cfg.table_path(C.TABLE_SEGMENTS), C.TABLE_SEGMENTS, as_of, ctx.run_id)
+    counts = obs.get
+    return SegmentResult(
+        "score", int(counts["rows"]), bundle.meta.algorithm, bundle.meta.k, bundle.run_id, bundle.path,
+        segment_sizes=[int(counts[f"s{s}"]) for s in range(bundle.meta.k)],
+        model_inputs=[i.name for i in bundle.meta.inputs],
+        reads={C.TABLE_CUSTOMER_FEATURES: features_version}, writes={C.TABLE_SEGMENTS: written})
+
+
+def _write_model_selection(spark: SparkSession, ctx: StageContext, candidates: list[Candidate], n_train: int) -> int:
+    rows = [(ctx.date, ctx.run_id, c.algorithm, c.k, c.seed, c.cost, c.silhouette, c.cluster_sizes, c.n_clusters,
+             c.min_share, c.fit_seconds, c.starts, c.eligible, c.chosen, c.outcome, n_train) for c in candidates]
+    df = spark.createDataFrame(rows, "as_of_date date, run_id string, algorithm string, k int, seed bigint, "
+                                     "cost double, silhouette double, cluster_sizes array<bigint>, n_clusters int, "
+                                     "min_share double, fit_seconds double, starts int, eligible boolean, "
+                                     "chosen boolean, outcome string, sample_rows bigint")
+    return delta.replace_partition(df, ctx.cfg.table_path(C.TABLE_MODEL_SELECTION), C.TABLE_MODEL_SELECTION,
+                                   ctx.date, ctx.run_id)
