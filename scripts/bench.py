@@ -250,8 +250,9 @@ def check_agreement(out_root: str, duck: str, as_of: str, result: str, driver_me
         return F.col(name)
 
     def sums(df, col):  # type: ignore[no-untyped-def]
-        return [F.sum(col(n).cast("double")).alias(f"s_{n}") for n in numeric + shares] + \
-               [F.count_if(col(n).isNull()).alias(f"n_{n}") for n in numeric + shares] + [F.count(F.lit(1)).alias("rows")]
+        return ([F.sum(col(n).cast("double")).alias(f"s_{n}") for n in numeric + shares]
+                + [F.count_if(col(n).isNull()).alias(f"n_{n}") for n in numeric + shares]
+                + [F.count(F.lit(1)).alias("rows")])
 
     a = ours.agg(*sums(ours, ours_col)).first().asDict()
     b = theirs.agg(*sums(theirs, F.col)).first().asDict()
@@ -317,7 +318,8 @@ def mllib_kmeans(out_root: str, as_of: str, k: int, iterations: int, seed: int, 
         res["block_seconds_per_extra_iteration"] = round(
             (full["fit_seconds"] - one["fit_seconds"]) / (full["iterations"] - 1), 4)
     t0 = time.perf_counter()
-    pred = KMeans(k=k, maxIter=iterations, initMode="random", seed=seed, featuresCol=C.SCALED_VECTOR).fit(m).transform(m)
+    pred = KMeans(k=k, maxIter=iterations, initMode="random", seed=seed,
+                  featuresCol=C.SCALED_VECTOR).fit(m).transform(m)
     pred.cache().count()
     t0 = time.perf_counter()
     sil = ClusteringEvaluator(featuresCol=C.SCALED_VECTOR).evaluate(pred)
@@ -345,7 +347,8 @@ def machine() -> dict[str, Any]:
                 if line.startswith("model name")), platform.processor())
     mem = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
     java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**30, 1), "python": platform.python_version(),
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**30, 1),
+            "python": platform.python_version(),
             "java": java, "pyspark": v("pyspark"), "delta-spark": v("delta-spark"), "duckdb": v("duckdb"),
             "scikit-learn": v("scikit-learn"), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
 
@@ -469,7 +472,8 @@ def _ratios(r: dict[str, Any]) -> None:
 def markdown(r: dict[str, Any]) -> str:
     s = r["steps"]
     rows = [f"| {r['customers']:,} customers, {r.get('lines') or 0:,} lines | seconds | peak GiB |", "|---|---|---|"]
-    for name, label in [("generate", "generate"), ("ingest", "custseg ingest"), ("features", "custseg features (median)"),
+    for name, label in [("generate", "generate"), ("ingest", "custseg ingest"),
+                        ("features", "custseg features (median)"),
                         ("duckdb_features", "DuckDB features (median)"), ("e2e", "custseg run, end to end")]:
         if name in s:
             secs = s[name].get("median_seconds", s[name].get("seconds"))
@@ -480,8 +484,8 @@ def markdown(r: dict[str, Any]) -> str:
                 rows.append(f"| MLlib {name} ({v['iterations']} it., {v['seconds_per_iteration']} s/it.) | "
                             f"{v['fit_seconds']} | |")
     if "sklearn" in s:
-        rows.append(f"| scikit-learn Lloyd ({s['sklearn']['iterations']} it.) | {round(s['sklearn']['fit_seconds'], 3)} | "
-                    f"{s['sklearn']['process_peak_rss_gib']} |")
+        rows.append(f"| scikit-learn Lloyd ({s['sklearn']['iterations']} it.) | "
+                    f"{round(s['sklearn']['fit_seconds'], 3)} | {s['sklearn']['process_peak_rss_gib']} |")
     if "features_vs_duckdb" in r:
         rows.append(f"\nfeatures / DuckDB: {r['features_vs_duckdb']}x")
     if "mllib_vs_sklearn" in r:

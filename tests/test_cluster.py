@@ -13,6 +13,7 @@ them is still alive.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -171,10 +172,8 @@ class Submission:
 
     def kill(self) -> None:
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.proc.wait(timeout=60)
 
 
@@ -247,9 +246,8 @@ class Cluster:
             except OSError:
                 cwd = ""
             if ("org.apache.spark" in cmd or "pyspark" in cmd or "environment/bin/python" in cmd) and (
-                    any(m in cmd for m in marks) or cwd.startswith(str(self.dir))):
-                if _alive(int(d.name)):
-                    found.add(int(d.name))
+                    any(m in cmd for m in marks) or cwd.startswith(str(self.dir))) and _alive(int(d.name)):
+                found.add(int(d.name))
         return sorted(found)
 
 
@@ -289,10 +287,8 @@ def cluster(packaged: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         stop = c.script("stop")
         leftovers = c.ours()
         for pid in leftovers:  # should be none: stop ends the daemons and their executors
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         shutil.rmtree(root, ignore_errors=True)
         assert stop.returncode == 0, stop.stdout + stop.stderr
         assert leftovers == [], f"processes left running after local_cluster.sh stop: {leftovers}"
@@ -325,7 +321,7 @@ def _diff_values(where: str, a: Any, b: Any, out: list[str]) -> None:
         for k in a.keys() & b.keys():
             _diff_values(f"{where}[{k}]", a[k], b[k], out)
     elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             _diff_values(f"{where}[{i}]", x, y, out)
     elif a != b:
         out.append(f"{where}: {a!r} != {b!r}")
@@ -386,7 +382,8 @@ COLUMNS = {"customer_id": "CustomerID", "timestamp": "InvoiceDate", "quantity": 
 def test_pipeline_on_the_cluster_equals_local_mode(spark, cluster: Cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # the input: the e2e test's generated log (1,500 customers, about 79,000 lines)
     log_path = tmp_path / "log.csv"
-    gen = config.load(None, [f"input.path={log_path}", f"generate.path={log_path}", f"generate.truth_path={tmp_path}/truth",
+    gen = config.load(None, [f"input.path={log_path}", f"generate.path={log_path}",
+                             f"generate.truth_path={tmp_path}/truth",
                              f"output.root={tmp_path}/unused", "generate.customers=1500", "generate.seed=11",
                              *GENERATED_COLUMNS])
     sample.run(spark, gen)
@@ -417,7 +414,8 @@ def test_pipeline_on_the_cluster_equals_local_mode(spark, cluster: Cluster, tmp_
         # executor-side Python: the unpacked archive in the executor's working folder, under a worker of ours
         assert task["cwd"].startswith(str(cluster.dir)) and "/work/app-" in task["cwd"], task
         assert task["custseg"] == task["cwd"] + env_site, task
-        assert task["python"] == task["cwd"] + "/environment/bin/python" and task["prefix"] == task["cwd"] + "/environment"
+        assert task["python"] == task["cwd"] + "/environment/bin/python"
+        assert task["prefix"] == task["cwd"] + "/environment"
         assert str(REPO / "lib") not in task["pythonpath"] and ".venv/bin" not in task["python"], task
         assert task["sums"][0] == task["sums"][1] > 0, task  # numpy and pyarrow native code ran
         workers_used.add(task["cwd"].split("/work/app-")[0])
@@ -455,8 +453,9 @@ def test_pipeline_on_the_cluster_equals_local_mode(spark, cluster: Cluster, tmp_
     seg_a = _rows(spark, f"{a}/{C.TABLE_SEGMENTS}", [C.CUSTOMER_ID], drop=(C.RUN_ID, C.MODEL_RUN_ID))
     seg_b = _rows(spark, f"{b}/{C.TABLE_SEGMENTS}", [C.CUSTOMER_ID], drop=(C.RUN_ID, C.MODEL_RUN_ID))
     diffs += _diff_tables(seg_a, seg_b, "segments")
-    diffs += _diff_tables(_rows(spark, f"{a}/{C.TABLE_MODEL_SELECTION}", ["algorithm", "k"], drop=(C.RUN_ID, "fit_seconds")),
-                          _rows(spark, f"{b}/{C.TABLE_MODEL_SELECTION}", ["algorithm", "k"], drop=(C.RUN_ID, "fit_seconds")),
+    per_candidate = ["algorithm", "k"]
+    diffs += _diff_tables(_rows(spark, f"{a}/{C.TABLE_MODEL_SELECTION}", per_candidate, drop=(C.RUN_ID, "fit_seconds")),
+                          _rows(spark, f"{b}/{C.TABLE_MODEL_SELECTION}", per_candidate, drop=(C.RUN_ID, "fit_seconds")),
                           "model_selection")
     drop = (C.RUN_ID, C.MODEL_RUN_ID)
     diffs += _diff_profiles(_rows(spark, f"{a}/{C.TABLE_SEGMENT_PROFILES}", [C.SEGMENT_ID], drop=drop),
@@ -535,7 +534,8 @@ def test_lost_worker_and_killed_driver(spark, cluster: Cluster, tmp_path: Path) 
     assert rows_before == first_clean
     files_before = _parquet_files(tx_dir)
     deliver("batch2")
-    killed = cluster.submit("ingest-killed", REPO / "jobs" / "run_pipeline.py", ["--conf", str(conf), "--only", "ingest"],
+    killed = cluster.submit("ingest-killed", REPO / "jobs" / "run_pipeline.py",
+                            ["--conf", str(conf), "--only", "ingest"],
                             ["--conf", "spark.ui.enabled=false"], cwd=tmp_path)
     new_at_kill: set[str] = set()
     deadline = time.time() + 900
@@ -607,7 +607,8 @@ def test_lost_worker_and_killed_driver(spark, cluster: Cluster, tmp_path: Path) 
                 for stage in _get_json(f"{api}/{app}/stages?status=active"):
                     if stage["numTasks"] < 8:
                         continue
-                    tasks = _get_json(f"{api}/{app}/stages/{stage['stageId']}/{stage['attemptId']}/taskList?length=10000")
+                    stage_url = f"{api}/{app}/stages/{stage['stageId']}/{stage['attemptId']}"
+                    tasks = _get_json(f"{stage_url}/taskList?length=10000")
                     done = Counter(t["executorId"] for t in tasks if t["status"] == "SUCCESS")
                     running = Counter(t["executorId"] for t in tasks if t["status"] == "RUNNING")
                     # a third of the stage done: less of it left to finish on one core after the loss
@@ -623,10 +624,8 @@ def test_lost_worker_and_killed_driver(spark, cluster: Cluster, tmp_path: Path) 
             if victim_executor is not None:
                 worker_pid = cluster.daemon_pids()[victim]
                 for pid in [worker_pid, *_descendants(worker_pid)]:  # the worker JVM, its executor, their children
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
                 log_at_kill = lost.log()
                 break
         time.sleep(0.2)
@@ -658,6 +657,7 @@ def test_lost_worker_and_killed_driver(spark, cluster: Cluster, tmp_path: Path) 
                          _rows(spark, features_path, [C.CUSTOMER_ID], version=after), "customer_features")
     assert diffs == [], "\n".join(diffs[:40])
     print(f"lost worker: killed {victim} (executor {victim_executor}) in stage {kill_state['stage']} "
-          f"({kill_state['tasks']} tasks, {kill_state['done']} done, {kill_state['done_on_victim']} of them on the victim); "
+          f"({kill_state['tasks']} tasks, {kill_state['done']} done, "
+          f"{kill_state['done_on_victim']} of them on the victim); "
           f"failed/lost task ends {dict(failed)}, {rerun} tasks re-ran successfully, stage re-attempts "
           f"{len(stage_retries)}; run took {lost.seconds} s; customer_features v{reference_version} == v{after}")

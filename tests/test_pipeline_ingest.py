@@ -246,7 +246,8 @@ def test_append_recovers_a_crashed_batch(spark: SparkSession, tmp_path: Path) ->
         ("00102", "B2", dt.datetime(2024, 5, 11, 10), 1.0, 1.0, 1.0, False, "toys", "store", "UK", b_file, crashed,
          dt.date(2024, 5, 11)),
     ]
-    tables.append(spark.createDataFrame(rows, TRANSACTIONS_SCHEMA), cfg.table_path(C.TABLE_TRANSACTIONS), C.TABLE_TRANSACTIONS)
+    tables.append(spark.createDataFrame(rows, TRANSACTIONS_SCHEMA), cfg.table_path(C.TABLE_TRANSACTIONS),
+                  C.TABLE_TRANSACTIONS)
     quarantine_row = spark.createDataFrame(
         [("unparsable_timestamp", ["unparsable_timestamp"], {"InvoiceNo": "B3"}, b_file, crashed,
           dt.datetime(2024, 7, 1), dt.date(2024, 7, 1))],
@@ -270,7 +271,8 @@ def test_recover_without_manifest_clears_everything(spark: SparkSession, tmp_pat
     cfg = make_cfg(tmp_path / "none.csv", tmp_path / "out")
     rows = [("c1", "T1", dt.datetime(2024, 5, 10, 10), 4.0, None, None, False, None, None, None, "f", "orphan",
              dt.date(2024, 5, 10))]
-    tables.append(spark.createDataFrame(rows, TRANSACTIONS_SCHEMA), cfg.table_path(C.TABLE_TRANSACTIONS), C.TABLE_TRANSACTIONS)
+    tables.append(spark.createDataFrame(rows, TRANSACTIONS_SCHEMA), cfg.table_path(C.TABLE_TRANSACTIONS),
+                  C.TABLE_TRANSACTIONS)
     recover_unfinished_batches(spark, cfg)
     assert count(spark, cfg, C.TABLE_TRANSACTIONS) == 0
 

@@ -68,7 +68,8 @@ def test_choose_falls_back_when_nothing_is_eligible_and_fails_when_nothing_score
 
 def test_segment_and_distance_from_centres(spark) -> None:  # type: ignore[no-untyped-def]
     df = spark.createDataFrame(
-        [("a", Vectors.dense([0.0, 0.0]), 0), ("b", Vectors.dense([3.0, 4.0]), 0), ("c", Vectors.dense([10.0, 1.0]), 1)],
+        [("a", Vectors.dense([0.0, 0.0]), 0), ("b", Vectors.dense([3.0, 4.0]), 0),
+         ("c", Vectors.dense([10.0, 1.0]), 1)],
         ["customer_id", "v", "prediction"],
     )
     centres = [[0.0, 0.0], [10.0, 0.0]]

@@ -16,6 +16,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from custseg import __version__, pipeline
+from custseg.core import catalog
 from custseg.core import columns as C
 from custseg.core.config import Config
 from custseg.core.errors import StageError
@@ -109,12 +110,7 @@ def record_run(spark: SparkSession, cfg: Config, summary: RunSummary, error: Bas
            summary.stages, json.dumps(cfg.masked(), default=str), cfg.digest(), cfg["run.seed"], versions, counts,
            fields.get("algorithm"), fields.get("k"), fields.get("silhouette"), fields.get("cost"),
            {k: float(v) for k, v in summary.timings.items()}, fields.get("model_path"), __version__)
-    df = spark.createDataFrame([row], "run_id string, as_of_date date, started_at timestamp, finished_at timestamp, "
-                                      "outcome string, error string, stages array<string>, config_json string, "
-                                      "config_hash string, seed bigint, table_versions map<string,bigint>, "
-                                      "counts map<string,bigint>, algorithm string, k int, silhouette double, "
-                                      "cost double, stage_seconds map<string,double>, model_path string, "
-                                      "custseg_version string")
+    df = spark.createDataFrame([row], catalog.RUNS_SCHEMA)
     delta.append(df, cfg.table_path(C.TABLE_RUNS), C.TABLE_RUNS, summary.run_id)
 
 

@@ -47,16 +47,16 @@ def version(spark: SparkSession, path: str) -> int | None:
 
 
 def ensure(spark: SparkSession, path: str, name: str) -> None:
-    """Create table `name` at `path` from its declaration when it does not exist yet."""
-    from delta.tables import DeltaTable
+    """Create table `name` at `path` from its declaration when it does not exist yet.
 
+    The table is created by committing an empty write of the declared schema and partitioning: Delta's
+    `DeltaTable.createIfNotExists().location()` refuses a `file://` URI as two different locations.
+    """
     spec = catalog.table(name)
     if spec.schema is None or exists(spark, path):
         return
-    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(spec.schema)
-    if spec.partition_by:
-        builder = builder.partitionedBy(*spec.partition_by)
-    builder.execute()
+    empty = spark.createDataFrame([], spec.schema)
+    empty.write.format("delta").mode("append").partitionBy(*spec.partition_by).save(path)
     log.debug("created table %s at %s", name, path)
 
 

@@ -13,6 +13,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from custseg.core import catalog
 from custseg.core import columns as C
 from custseg.io import delta
 
@@ -36,8 +37,7 @@ class Entry:
 def record(spark: SparkSession, cfg: Config, entry: Entry) -> None:
     """Append `entry` to the lineage table."""
     row = (entry.as_of, entry.stage, entry.run_id, entry.reads, entry.writes, dt.datetime.now(dt.UTC))
-    df = spark.createDataFrame([row], "as_of_date date, stage string, run_id string, reads map<string,bigint>, "
-                                      "writes map<string,bigint>, recorded_at timestamp")
+    df = spark.createDataFrame([row], catalog.LINEAGE_SCHEMA)
     delta.append(df, cfg.table_path(C.TABLE_LINEAGE), C.TABLE_LINEAGE, entry.run_id)
 
 

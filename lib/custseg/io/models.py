@@ -257,14 +257,13 @@ def load(spark: SparkSession, path: str) -> SegmentationModel:
 def register(spark: SparkSession, models_table: str, model: SegmentationModel, customers: int) -> int:
     """Add a saved bundle to the models table (the index `find` reads); returns the version written."""
     from custseg import __version__
+    from custseg.core import catalog
     from custseg.io import delta
 
     m = model.meta
     row = (m.run_id, dt.date.fromisoformat(m.as_of_date), model.path, m.algorithm, m.k, m.metrics.get("silhouette"),
            m.features_version, customers, dt.datetime.now(dt.UTC), __version__)
-    df = spark.createDataFrame([row], "model_run_id string, as_of_date date, path string, algorithm string, k int, "
-                                      "silhouette double, features_version bigint, customers bigint, "
-                                      "created_at timestamp, custseg_version string")
+    df = spark.createDataFrame([row], catalog.MODELS_SCHEMA)
     return delta.append(df, models_table, C.TABLE_MODELS, m.run_id)
 
 

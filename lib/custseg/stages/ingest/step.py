@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import Observation, SparkSession
 from pyspark.sql import functions as F
 
+from custseg.core import catalog
 from custseg.core import columns as C
 from custseg.core.config import Config
 from custseg.core.errors import InputError
@@ -127,7 +128,7 @@ def run(spark: SparkSession, ctx: StageContext) -> IngestResult:
     quarantined = validated.transform(T.filter_quarantined).transform(T.to_quarantine(batch, ctx.started))
     manifest = spark.createDataFrame(
         [(f, batch, ctx.run_id, ctx.started) for f in input_files],
-        f"{C.FILE_PATH} string, {C.INGEST_BATCH} string, {C.RUN_ID} string, {C.INGESTED_AT} timestamp",
+        catalog.INGESTED_FILES_SCHEMA,
     )
     write = delta.overwrite if mode == "overwrite" else delta.append
     writes = {C.TABLE_TRANSACTIONS: write(clean, cfg.table_path(C.TABLE_TRANSACTIONS), C.TABLE_TRANSACTIONS,

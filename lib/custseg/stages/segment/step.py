@@ -15,6 +15,7 @@ from typing import Any
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
+from custseg.core import catalog
 from custseg.core import columns as C
 from custseg.core.config import Config
 from custseg.core.errors import SegmentationError, StageError
@@ -188,9 +189,6 @@ def score(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_ver
 def _write_model_selection(spark: SparkSession, ctx: StageContext, candidates: list[Candidate], n_train: int) -> int:
     rows = [(ctx.date, ctx.run_id, c.algorithm, c.k, c.seed, c.cost, c.silhouette, c.cluster_sizes, c.n_clusters,
              c.min_share, c.fit_seconds, c.starts, c.eligible, c.chosen, c.outcome, n_train) for c in candidates]
-    df = spark.createDataFrame(rows, "as_of_date date, run_id string, algorithm string, k int, seed bigint, "
-                                     "cost double, silhouette double, cluster_sizes array<bigint>, n_clusters int, "
-                                     "min_share double, fit_seconds double, starts int, eligible boolean, "
-                                     "chosen boolean, outcome string, sample_rows bigint")
+    df = spark.createDataFrame(rows, catalog.MODEL_SELECTION_SCHEMA)
     return delta.replace_partition(df, ctx.cfg.table_path(C.TABLE_MODEL_SELECTION), C.TABLE_MODEL_SELECTION,
                                    ctx.date, ctx.run_id)
