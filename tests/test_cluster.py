@@ -465,6 +465,15 @@ def test_pipeline_on_the_cluster_equals_local_mode(spark, cluster: Cluster, tmp_
     runs = tables.read(spark, f"{b}/{C.TABLE_RUNS}").collect()
     assert [r["outcome"] for r in runs] == ["succeeded"]
 
+    # 5. scoring through spark-submit with the bundle the cluster's run saved: every customer keeps its segment
+    score = cluster.submit("score", REPO / "jobs" / "score.py", ["--conf", str(conf), "--as-of", str(AS_OF)],
+                           ["--driver-java-options", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"], cwd=tmp_path)
+    assert score.wait(600) == 0, score.tail()
+    assert "scored with model" in score.stdout()
+    scored = _rows(spark, f"{b}/{C.TABLE_SEGMENTS}", [C.CUSTOMER_ID])
+    assert {c: v[C.SEGMENT_ID] for c, v in scored.items()} == {c: v[C.SEGMENT_ID] for c, v in seg_b.items()}
+    assert {v[C.ASSIGNMENT] for v in scored.values()} == {C.ASSIGNMENT_SCORED}
+
 
 # --- a lost worker and a killed driver ----------------------------------------------------------------
 
