@@ -211,13 +211,8 @@ class SegmentationModel:
 
         return PipelineModel(stages=self.pipeline.stages[:MODEL_UNITS_STAGES]).transform(features_df)
 
-    def save(self) -> None:
+    def save(self, spark: SparkSession) -> None:
         """Write the bundle to `self.path` (overwriting a bundle of the same run)."""
-        from pyspark.sql import SparkSession
-
-        spark = SparkSession.getActiveSession()
-        if spark is None:
-            raise StageError("no active Spark session to save the model bundle with")
         self.pipeline.write().overwrite().save(f"{self.path}/{PIPELINE_DIR}")
         spark.createDataFrame([(self.meta.to_json(),)], "value string").coalesce(1) \
             .write.mode("overwrite").text(f"{self.path}/{META_DIR}")

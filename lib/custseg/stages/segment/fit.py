@@ -148,12 +148,16 @@ def fit(features_df: DataFrame, n_customers: int, inputs: list[ModelInput], map_
     for rank, idx in enumerate(ranked):
         relabel[idx] = rank
     pipeline = PipelineModel(stages=[*prep.stages, model])
-    meta = _meta(run_id, as_of, features_version, chosen.algorithm, chosen.k, fcol, inputs, map_keys, relabel)
     by_segment = [centers[ranked[s]] for s in range(len(centers))]
-    meta.centroids_model.extend(by_segment)
-    meta.centroids_original.extend(original_units(pipeline, inputs, c) for c in by_segment)
-    meta.metrics.update({"silhouette": silhouette, "cost": chosen.cost, "selection_rule": rule,
-                         "selection_sample_rows": n_train, "customers": n_customers})
+    used_maps = {i.source for i in inputs if i.key is not None}
+    meta = BundleMeta(
+        run_id=run_id, as_of_date=str(as_of), features_version=features_version, algorithm=chosen.algorithm,
+        k=chosen.k, clustering_col=fcol, inputs=list(inputs), cluster_to_segment=relabel,
+        map_keys={c: keys for c, keys in map_keys.items() if c in used_maps}, centroids_model=by_segment,
+        centroids_original=[original_units(pipeline, inputs, c) for c in by_segment],
+        metrics={"silhouette": silhouette, "cost": chosen.cost, "selection_rule": rule,
+                 "selection_sample_rows": n_train, "customers": n_customers},
+        custseg_version=__version__, created_at=dt.datetime.now(dt.UTC).isoformat())
     sizes = [0] * len(centers)
     for idx, size in enumerate(model.summary.clusterSizes):
         sizes[relabel[idx]] = int(size)
@@ -161,15 +165,6 @@ def fit(features_df: DataFrame, n_customers: int, inputs: list[ModelInput], map_
     fitted_model.model, fitted_model.silhouette, fitted_model.sizes = bundle, silhouette, sizes
     fitted_model.segments = bundle.assign_predicted(predicted)
     return fitted_model
-
-
-def _meta(run_id: str, as_of: dt.date, features_version: int | None, algorithm: str, k: int, fcol: str,
-          inputs: list[ModelInput], map_keys: dict[str, list[str]], relabel: list[int]) -> BundleMeta:
-    used_maps = {i.source for i in inputs if i.key is not None}
-    return BundleMeta(run_id=run_id, as_of_date=str(as_of), features_version=features_version, algorithm=algorithm,
-                      k=k, clustering_col=fcol, inputs=list(inputs), cluster_to_segment=relabel,
-                      map_keys={c: keys for c, keys in map_keys.items() if c in used_maps},
-                      custseg_version=__version__, created_at=dt.datetime.now(dt.UTC).isoformat())
 
 
 def check_customers(n_customers: int, as_of: dt.date) -> None:

@@ -146,7 +146,7 @@ def fit(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_versi
             raise SegmentationError(f"{fitted.rule}: no segmentation as of {as_of}")
         bundle = fitted.model
         bundle.path = models.bundle_path(model_root(cfg), as_of, ctx.run_id)
-        bundle.save()
+        bundle.save(spark)
         obs = Observation("segments")
         rows = _segments_rows(fitted.segments, ctx, ctx.run_id, C.ASSIGNMENT_FITTED).observe(
             obs, F.count(F.lit(1)).alias("rows"))
