@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,28 +74,26 @@ def test_unknown_key_in_toml_file(tmp_path: Path) -> None:
         config.load(conf, BASE)
 
 
-@pytest.mark.parametrize(
-    "key", ["input.path", "output.root", "input.columns.customer_id", "input.columns.timestamp"]
-)
+@pytest.mark.parametrize("key", ["input.path", "output.root"])
 def test_missing_required_key(key: str) -> None:
     with pytest.raises(ConfigError) as e:
         config.load(None, without(key))
     assert str(e.value) == f"{key}: required but not set"
 
 
-def test_blank_required_column_counts_as_missing() -> None:
-    with pytest.raises(ConfigError, match=r"^input\.columns\.customer_id: required but not set$"):
-        config.load(None, [*without("input.columns.customer_id"), "input.columns.customer_id="])
+@pytest.mark.parametrize("role", ["customer_id", "timestamp"])
+def test_unset_required_role_is_left_to_recognition_but_cannot_be_switched_off(role: str) -> None:
+    # unset: the ingest recognises a column by its name (custseg.stages.ingest.mapping) or says what to set
+    assert config.load(None, without(f"input.columns.{role}")).column_settings[role] is None
+    with pytest.raises(ConfigError, match=rf"^input\.columns\.{role}: required: cannot be switched off$"):
+        config.load(None, [*without(f"input.columns.{role}"), f"input.columns.{role}="])
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [[], ["input.columns.quantity=qty"], ["input.columns.unit_price=price"]],
-    ids=["nothing", "quantity-only", "unit-price-only"],
-)
-def test_amount_or_quantity_and_price_required(extra: list[str]) -> None:
+@pytest.mark.parametrize("extra", [["input.columns.quantity="], ["input.columns.unit_price="]],
+                         ids=["quantity-off", "unit-price-off"])
+def test_amount_switched_off_needs_quantity_and_price(extra: list[str]) -> None:
     with pytest.raises(ConfigError) as e:
-        config.load(None, [*without("input.columns.amount"), *extra])
+        config.load(None, [*without("input.columns.amount"), "input.columns.amount=", *extra])
     msg = str(e.value)
     assert msg.startswith("input.columns.amount: required")
     assert "input.columns.quantity" in msg and "input.columns.unit_price" in msg
@@ -273,6 +274,134 @@ def test_digest_ignores_secret_values_but_not_settings() -> None:
     assert len(a.digest()) == 16
 
 
+# an Azure SAS key: the setting's name has none of the keywords, its value is the credential
+SAS_KEY = "spark.conf.spark.hadoop.fs.azure.sas.sales.acmestore.blob.core.windows.net"
+SAS = "sv=2022-11-02&sr=c&sp=rl&sig=Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5%3D"
+S3_URI = "s3a://AKIAEXAMPLE7:wJalrXUtn/FEMI+K7MDENG@sales-bucket/logs/*.csv"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        SAS_KEY,
+        "spark.conf.fs.azure.sas.sales.acmestore.blob.core.windows.net",  # without spark.hadoop.
+        "spark.conf.spark.hadoop.fs.azure.account.oauth2.client.id.acmestore.dfs.core.windows.net",
+        "spark.conf.spark.hadoop.fs.azure.account.oauth2.client.secret",
+        "spark.conf.spark.hadoop.fs.azure.account.key.acmestore.dfs.core.windows.net",
+        "spark.conf.spark.hadoop.fs.s3a.bucket.sales.session.token",
+        "spark.conf.spark.hadoop.fs.s3a.encryption.key",
+        "spark.conf.spark.hadoop.fs.gs.auth.service.account.private.key",
+        "spark.conf.spark.hadoop.fs.gs.auth.service.account.private.key.id",
+        "spark.conf.spark.hadoop.google.cloud.auth.service.account.json.keyfile",
+        "spark.conf.spark.authenticate.secret",
+        "spark.conf.spark.ssl.keyStorePassword",
+        "spark.conf.spark.hadoop.javax.jdo.option.ConnectionPassword",
+        "spark.conf.spark.hadoop.hive.metastore.db.passwd",
+        "spark.conf.spark.kafka.clusters.main.sasl.jaas.config",
+    ],
+)
+def test_masked_hides_known_credential_settings(key: str) -> None:
+    cfg = config.load(None, [*BASE, f"{key}={SAS}"])
+    m = cfg.masked()
+    assert m[key] == "***"
+    assert "Zm9vYmFy" not in json.dumps(m)
+    assert cfg.spark_conf[key.removeprefix("spark.conf.")] == SAS  # Spark itself gets the real value
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "shown"),
+    [
+        ("spark.conf.spark.executor.memory", "8g", "8g"),
+        ("spark.conf.spark.hadoop.fs.s3a.endpoint", "https://minio.internal:9000", "https://minio.internal:9000"),
+        ("spark.conf.spark.hadoop.fs.s3a.path.style.access", "true", True),
+        ("spark.conf.spark.authenticate", "true", True),
+        ("spark.conf.spark.sql.shuffle.partitions", "64", 64),
+    ],
+)
+def test_masked_shows_ordinary_spark_settings(key: str, value: str, shown: object) -> None:
+    assert config.load(None, [*BASE, f"{key}={value}"]).masked()[key] == shown
+
+
+def test_masked_hides_credentials_in_uris_of_any_value() -> None:
+    cfg = config.load(
+        None,
+        [
+            *[o for o in BASE if not o.startswith(("input.path=", "output.root="))],
+            f"input.path={S3_URI}",
+            "output.root=abfss://tables@acmestore.dfs.core.windows.net/custseg",  # the container stays
+            "generate.path=https://svc:pa55w0rd-x@files.internal/sample.csv",
+            'segment.features=["ftp://anon:hunter22@host/x", "recency_days"]',
+            "spark.conf.spark.eventLog.dir=s3a://AKIAOTHER9:OtherSecret99@logs/spark",
+        ],
+    )
+    m = cfg.masked()
+    assert m["input.path"] == "s3a://***@sales-bucket/logs/*.csv"
+    assert m["output.root"] == "abfss://tables@acmestore.dfs.core.windows.net/custseg"
+    assert m["generate.path"] == "https://***@files.internal/sample.csv"
+    assert m["segment.features"] == ["ftp://***@host/x", "recency_days"]
+    assert m["spark.conf.spark.eventLog.dir"] == "s3a://***@logs/spark"
+    blob = json.dumps(m)
+    for secret in ("AKIAEXAMPLE7", "wJalrXUtn", "pa55w0rd", "hunter22", "OtherSecret99", "AKIAOTHER9"):
+        assert secret not in blob
+    assert cfg["input.path"] == S3_URI  # the job still reads the real path
+
+
+def test_digest_is_stable_and_does_not_depend_on_credentials() -> None:
+    def load(sas: str, path: str) -> config.Config:
+        return config.load(None, [*without("input.path"), f"input.path={path}", f"{SAS_KEY}={sas}"])
+
+    a = load("sig=one", S3_URI)
+    b = load("sig=two", S3_URI.replace("wJalrXUtn", "Different1"))
+    c = load("sig=one", S3_URI.replace("logs", "other"))
+    assert a.digest() == b.digest() == a.with_overrides({}).digest()
+    assert a.digest() != c.digest()
+
+
+def test_non_plain_secret_setting_is_refused_without_its_value() -> None:
+    with pytest.raises(ConfigError) as e:
+        config.validate({**dict(config.load(None, BASE)), SAS_KEY: ["Zm9vYmFyYmF6"]})
+    assert str(e.value) == f"{SAS_KEY}: Spark settings must be plain values, got ***"
+
+
+def test_redact_text_hides_uri_credentials_secrets_and_control_characters() -> None:
+    cfg = config.load(None, [*BASE, f"{SAS_KEY}={SAS}"])
+    text = (
+        f"cannot read {S3_URI}: bad byte \x1b[31m\x00\x9b\x07 near {SAS}\r\n"
+        "at https://acmestore.blob.core.windows.net/c/f.csv?sv=2022&sig=c2VjcmV0%3D&se=2\tend \u202e"
+    )
+    assert config.redact_text(text, cfg) == (
+        "cannot read s3a://***@sales-bucket/logs/*.csv: bad byte \\x1b[31m\\x00\\x9b\\x07 near ***\\x0d\n"
+        "at https://acmestore.blob.core.windows.net/c/f.csv?sv=2022&sig=***&se=2\tend \\u202e"
+    )
+    # without a configuration: URI credentials and control characters only
+    assert config.redact_text("s3a://K:S@b/x\x1b[2J") == "s3a://***@b/x\\x1b[2J"
+    assert config.redact_text("plain text, hdfs://nn:8020/a, a@b.c") == "plain text, hdfs://nn:8020/a, a@b.c"
+
+
+# --- blank paths -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key", ["input.path", "output.root", "generate.path", "generate.truth_path"])
+def test_empty_path_is_refused(key: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        config.load(None, [*without(key), f"{key}="])
+    assert str(e.value) == f"{key}: must not be empty or blank (got '')"
+
+
+@pytest.mark.parametrize("key", ["input.path", "output.root", "generate.path", "generate.truth_path"])
+def test_blank_path_is_refused(key: str, tmp_path: Path) -> None:
+    section, name = key.split(".")
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'[{section}]\n{name} = " \\t "\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"^{key}: must not be empty or blank"):
+        config.load(conf, without(key))
+    with pytest.raises(ConfigError, match=rf"^{key}: must not be empty or blank"):
+        config.validate({**dict(config.load(None, BASE)), key: "   "})
+
+
+def test_empty_model_root_means_the_default() -> None:
+    assert config.load(None, [*BASE, "segment.model_root="])["segment.model_root"] == ""
+
+
 # --- --as-of ------------------------------------------------------------------------------------
 
 def test_parse_as_of_valid() -> None:
@@ -305,15 +434,15 @@ def test_local_conf_loads() -> None:
     assert cfg["spark.shuffle_partitions"] is None  # left to AQE: a fixed 8 spilled at 100M lines
     assert cfg["input.format"] == "csv"
     assert cfg["ingest.mode"] == "overwrite"
-    assert cfg.column_map == {
-        "customer_id": "CustomerID",
-        "timestamp": "InvoiceDate",
-        "quantity": "Quantity",
-        "unit_price": "UnitPrice",
-        "transaction_id": "InvoiceNo",
-        "category": "Category",
-        "channel": "Channel",
-        "country": "Country",
+    # no column named: the sample's columns (and a user's, when named alike) are recognised at ingest
+    assert cfg.column_map == {}
+    assert cfg["input.recognise_columns"] is True
+    from custseg.stages.ingest import mapping
+    sample = ["InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country", "Category",
+              "Channel"]
+    assert mapping.resolve(sample, cfg.column_settings).columns == {
+        "customer_id": "CustomerID", "timestamp": "InvoiceDate", "quantity": "Quantity", "unit_price": "UnitPrice",
+        "transaction_id": "InvoiceNo", "category": "Category", "channel": "Channel", "country": "Country",
     }
 
 
@@ -387,3 +516,102 @@ def test_cli_bad_as_of_exits_2(capsys: pytest.CaptureFixture[str], no_spark: Non
     _, err = capsys.readouterr()
     assert code == 2
     assert err.strip() == "custseg: error: --as-of: must be a date YYYY-MM-DD (got 'yesterday')"
+
+
+
+def test_cli_empty_output_root_exits_2(capsys: pytest.CaptureFixture[str], no_spark: None) -> None:
+    code = cli.main(["ingest", "--conf", str(REPO / "conf" / "local.toml"), "--set", "output.root="])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert err.strip() == "custseg: error: output.root: must not be empty or blank (got '')"
+
+
+# --- what leaves the CLI is redacted ------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def _no_redacting_filter_left() -> Iterator[None]:
+    """The CLI puts its redacting filter on the root logger's handlers (pytest's too): take it off after."""
+    from custseg.core.redact import RedactingFilter
+
+    yield
+    for handler in logging.getLogger().handlers:
+        for f in [f for f in handler.filters if isinstance(f, RedactingFilter)]:
+            handler.removeFilter(f)
+
+
+def test_cli_config_error_line_is_redacted(capsys: pytest.CaptureFixture[str], no_spark: None) -> None:
+    code = cli.main(["features", "--conf", str(REPO / "conf" / "local.toml"), "--set", f"input.format={S3_URI}"])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert err.strip() == (
+        "custseg: error: input.format: must be one of csv, parquet, json, delta "
+        "(got 's3a://***@sales-bucket/logs/*.csv')"
+    )
+
+
+def test_cli_failure_line_and_log_are_redacted(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from custseg.io import session
+
+    failure = RuntimeError(f"java.io.IOException: cannot open {S3_URI} \x1b]0;owned\x07 with {SAS}\n\tat x.y")
+
+    def fail(*_a: object, **_k: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(session, "build_session", fail)
+    code = cli.main(["features", "--conf", str(REPO / "conf" / "local.toml"), "--set", f"{SAS_KEY}={SAS}"])
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert err.strip().splitlines()[-1] == (
+        "custseg: error: features failed: RuntimeError: java.io.IOException: cannot open "
+        "s3a://***@sales-bucket/logs/*.csv \\x1b]0;owned\\x07 with ***"
+    )
+    # the log: every record's message and traceback, also records of other loggers
+    logging.getLogger("custseg.test").warning("reading %s\x1b[2J", S3_URI)
+    logging.getLogger("py4j.test").error("failed", exc_info=(RuntimeError, failure, None))
+    text = caplog.text
+    assert "s3a://***@sales-bucket/logs/*.csv\\x1b[2J" in text
+    assert "wJalrXUtn" not in text and "Zm9vYmFy" not in text and "\x1b" not in text
+
+
+def test_runs_table_error_is_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    from custseg import runner
+    from custseg.core import catalog
+
+    rows: list[tuple[object, ...]] = []
+
+    class FakeSpark:
+        def createDataFrame(self, data: list[tuple[object, ...]], schema: object) -> object:  # noqa: N802
+            rows.extend(data)
+            return data
+
+    monkeypatch.setattr(runner.delta, "version", lambda *_a: None)
+    monkeypatch.setattr(runner.delta, "append", lambda *_a: None)
+    cfg = config.load(None, [*BASE, f"{SAS_KEY}={SAS}"])
+    summary = runner.RunSummary("r1", dt.datetime.now(dt.UTC), "out")
+    error = RuntimeError(f"open {S3_URI} failed ({SAS}) \x1b[0m\nsecond line")
+    runner.record_run(FakeSpark(), cfg, summary, error)  # type: ignore[arg-type]
+    row = rows[0]
+    assert row[catalog.RUNS_SCHEMA.fieldNames().index("error")] == (
+        "open s3a://***@sales-bucket/logs/*.csv failed (***) \\x1b[0m"
+    )
+    assert "wJalrXUtn" not in str(row) and "Zm9vYmFy" not in str(row)
+
+
+# --- a future as-of date ------------------------------------------------------------------------
+
+def test_cli_warns_about_a_future_as_of(caplog: pytest.LogCaptureFixture, no_spark: None) -> None:
+    today = dt.datetime.now(dt.UTC).date()
+    as_of = today + dt.timedelta(days=2)
+    code = cli.main(["features", "--conf", str(REPO / "conf" / "local.toml"), "--as-of", str(as_of)])
+    assert code == 1  # no_spark stops it right after
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "--as-of" in r.getMessage()]
+    assert len(warnings) == 1
+    assert str(as_of) in warnings[0] and "today" in warnings[0] and "no transactions after today" in warnings[0]
+
+
+def test_cli_does_not_warn_about_a_past_as_of(caplog: pytest.LogCaptureFixture, no_spark: None) -> None:
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    cli.main(["features", "--conf", str(REPO / "conf" / "local.toml"), "--as-of", str(yesterday)])
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "--as-of" in r.getMessage()]

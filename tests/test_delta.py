@@ -77,3 +77,14 @@ def test_lineage_gives_the_newest_record_and_falls_back_to_the_current_version(s
     assert newest is not None and (newest.run_id, newest.writes) == ("run-2", {C.TABLE_SEGMENTS: v + 1})
     undated = lineage.latest(spark, cfg, "ingest", None)
     assert undated is not None and undated.writes == {C.TABLE_TRANSACTIONS: 7}
+
+
+def test_a_concurrent_commit_is_one_line_that_says_what_to_do() -> None:
+    from delta.exceptions.base import ConcurrentAppendException
+
+    from custseg import cli
+
+    e = ConcurrentAppendException(message="[DELTA_CONCURRENT_APPEND.WITHOUT_HINT] ConcurrentAppendException: Files "
+                                          "were added to the root of the table by a concurrent update.\n\tat ...")
+    assert cli._one_line(e) == delta.CONCURRENT_HINT
+    assert cli._one_line(ValueError("x\ny")) == "ValueError: x"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
+from collections.abc import Callable
 
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from custseg.core import columns as C
@@ -25,8 +28,14 @@ QP_SCHEMA = "cust string, ts string, qty string, price string, tx string, source
 
 def validated(df: DataFrame, column_map: dict[str, str], fmt: str = "") -> DataFrame:
     return df.transform(ingest.with_canonical_columns(column_map, fmt)).transform(
-        ingest.with_quarantine_reasons(column_map, NOW)
+        ingest.with_quarantine_reasons(column_map, ingest.Checks(NOW))
     )
+
+
+def dedupe(has_transaction_id: bool) -> Callable[[DataFrame], DataFrame]:
+    def transform(df: DataFrame) -> DataFrame:
+        return df.transform(ingest.mark_duplicate_lines(has_transaction_id)).transform(ingest.drop_marked_duplicates)
+    return transform
 
 
 def reason_counts(df: DataFrame) -> dict[str, int]:
@@ -100,6 +109,10 @@ def test_first_reason_counts(amount_log: DataFrame) -> None:
         "unparsable_amount": 3,
         "unparsable_quantity": 0,
         "unparsable_unit_price": 0,
+        "timestamp_before_earliest_date": 0,
+        "implausible_amount": 0,
+        "implausible_quantity": 0,
+        "implausible_unit_price": 0,
     }
 
 
@@ -153,7 +166,7 @@ def test_future_tolerance_moves_the_cut(spark: SparkSession) -> None:
         AMOUNT_SCHEMA,
     )
     out = df.transform(ingest.with_canonical_columns(AMOUNT_MAP)).transform(
-        ingest.with_quarantine_reasons(AMOUNT_MAP, NOW, dt.timedelta(minutes=5))
+        ingest.with_quarantine_reasons(AMOUNT_MAP, ingest.Checks(NOW, dt.timedelta(minutes=5)))
     )
     assert {r[C.TRANSACTION_ID]: r[C.REASON] for r in out.collect()} == {
         "in_tolerance": None,
@@ -206,6 +219,10 @@ def test_quantity_price_reasons(qp_log: DataFrame) -> None:
         "unparsable_amount": 1,
         "unparsable_quantity": 2,
         "unparsable_unit_price": 1,
+        "timestamp_before_earliest_date": 0,
+        "implausible_amount": 0,
+        "implausible_quantity": 0,
+        "implausible_unit_price": 0,
     }
 
 
@@ -329,7 +346,7 @@ DUP_ROWS = [
 
 def test_duplicate_lines_dropped_when_transaction_id_mapped(spark: SparkSession) -> None:
     df = spark.createDataFrame(DUP_ROWS, AMOUNT_SCHEMA)
-    out = validated(df, AMOUNT_MAP).transform(ingest.filter_clean).transform(ingest.drop_duplicate_lines(True))
+    out = validated(df, AMOUNT_MAP).transform(ingest.filter_clean).transform(dedupe(True))
     assert sorted(r[C.TRANSACTION_ID] for r in out.collect()) == ["T1", "T2"]
 
 
@@ -338,14 +355,14 @@ def test_duplicate_line_kept_is_the_one_from_the_first_file_in_path_order(spark:
     for parts in (1, 2):  # in one partition, and with the copies in different input partitions
         df = spark.createDataFrame(rows, AMOUNT_SCHEMA).repartition(parts)
         out = (validated(df, AMOUNT_MAP).transform(ingest.filter_clean).transform(ingest.clustered_by_day)
-               .transform(ingest.drop_duplicate_lines(True)))
+               .transform(dedupe(True)))
         assert [(r[C.TRANSACTION_ID], r[C.SOURCE_FILE]) for r in out.collect()] == [("T1", "file:/in/a.csv")]
 
 
 def test_duplicate_lines_kept_without_transaction_id(spark: SparkSession) -> None:
     df = spark.createDataFrame(DUP_ROWS, AMOUNT_SCHEMA)
     cols = {k: v for k, v in AMOUNT_MAP.items() if k != "transaction_id"}
-    out = validated(df, cols).transform(ingest.filter_clean).transform(ingest.drop_duplicate_lines(False))
+    out = validated(df, cols).transform(ingest.filter_clean).transform(dedupe(False))
     assert out.count() == 3
     assert {r[C.TRANSACTION_ID] for r in out.collect()} == {None}
 
@@ -353,5 +370,110 @@ def test_duplicate_lines_kept_without_transaction_id(spark: SparkSession) -> Non
 def test_equal_lines_with_blank_transaction_id_are_kept(spark: SparkSession) -> None:
     rows = [("c1", TS, "2.5", "", "books", "file:/in/a.csv"), ("c1", TS, "2.5", "", "books", "file:/in/a.csv")]
     df = spark.createDataFrame(rows, AMOUNT_SCHEMA)
-    out = validated(df, AMOUNT_MAP).transform(ingest.filter_clean).transform(ingest.drop_duplicate_lines(True))
+    out = validated(df, AMOUNT_MAP).transform(ingest.filter_clean).transform(dedupe(True))
     assert out.count() == 2
+
+
+# --- a duplicate is a repeat of the whole source record -------------------------------------------
+
+BASKET_MAP = {"customer_id": "cust", "timestamp": "ts", "amount": "amt", "transaction_id": "tx", "category": "cat"}
+BASKET_SCHEMA = "cust string, ts string, amt string, tx string, cat string, product string, source_file string"
+
+
+def test_different_products_in_one_basket_are_not_duplicates(spark: SparkSession) -> None:
+    # equal on every mapped role, different in a column custseg does not map (the product)
+    rows = [("c1", TS, "2.5", "B1", "dairy", "milk", "file:/in/a.csv"),
+            ("c1", TS, "2.5", "B1", "dairy", "butter", "file:/in/a.csv"),
+            ("c1", TS, "2.5", "B1", "dairy", "milk", "file:/in/a.csv")]  # an exact repeat of the first line
+    out = validated(spark.createDataFrame(rows, BASKET_SCHEMA), BASKET_MAP).transform(ingest.filter_clean) \
+        .transform(ingest.clustered_by_day).transform(dedupe(True))
+    assert sorted(r[C.RAW_RECORD]["product"] for r in out.collect()) == ["butter", "milk"]
+
+
+def test_a_repeated_record_across_two_files_is_kept_once_from_the_first_file(spark: SparkSession) -> None:
+    rows = [("c1", TS, "2.5", "B1", "dairy", "milk", "file:/in/b.csv"),
+            ("c1", TS, "2.5", "B1", "dairy", "milk", "file:/in/a.csv"),
+            ("c1", TS, "2.5", "B1", "dairy", "milk", "file:/in/c.csv")]
+    marked = validated(spark.createDataFrame(rows, BASKET_SCHEMA).repartition(3), BASKET_MAP) \
+        .transform(ingest.filter_clean).transform(ingest.clustered_by_day) \
+        .transform(ingest.mark_duplicate_lines(True))
+    seen = marked.agg(*ingest.duplicate_observations()).first()
+    assert seen["duplicates"] == 2
+    assert (seen["first"]["id"], seen["first"]["file"], seen["last"]["file"]) == ("B1", "file:/in/b.csv",
+                                                                                 "file:/in/c.csv")
+    kept = marked.transform(ingest.drop_marked_duplicates).collect()
+    assert [r[C.SOURCE_FILE] for r in kept] == ["file:/in/a.csv"]
+
+
+def test_records_that_share_a_hash_are_not_duplicates(spark: SparkSession) -> None:
+    # force every record onto one hash: the full-record comparison must still tell them apart
+    rows = [("c1", TS, "2.5", "B1", "dairy", p, "file:/in/a.csv") for p in ("milk", "butter", "milk", "cheese")]
+    df = validated(spark.createDataFrame(rows, BASKET_SCHEMA), BASKET_MAP).transform(ingest.filter_clean)
+    df = df.withColumn("__record_hash", F.lit(7).cast("long"))
+    out = df.transform(dedupe(True)).collect()
+    assert sorted(r[C.RAW_RECORD]["product"] for r in out) == ["butter", "cheese", "milk"]
+
+
+def test_without_a_transaction_id_equal_records_are_all_kept(spark: SparkSession) -> None:
+    rows = [("c1", TS, "2.5", "B1", "dairy", "milk", "file:/in/a.csv")] * 2
+    cols = {k: v for k, v in BASKET_MAP.items() if k != "transaction_id"}
+    marked = validated(spark.createDataFrame(rows, BASKET_SCHEMA), cols).transform(ingest.filter_clean) \
+        .transform(ingest.mark_duplicate_lines(False))
+    assert marked.agg(*ingest.duplicate_observations()).first()["duplicates"] == 0
+    assert marked.transform(ingest.drop_marked_duplicates).count() == 2
+
+
+# --- ids: placeholders, whitespace, Unicode forms ---------------------------------------------------
+
+def test_placeholder_ids_are_missing_and_unicode_ids_are_normalised(spark: SparkSession) -> None:
+    nfd, nfc = unicodedata.normalize("NFD", "Zoë"), unicodedata.normalize("NFC", "Zoë")
+    ids = ["NULL", "n/a", " NaN ", "-", "\t", "\u00a0", "\u00a0c7\t", nfd, nfc, "00012", "NULLIFIED"]
+    rows = [(c, TS, "1", f"t{i}", None, "f") for i, c in enumerate(ids)]
+    out = spark.createDataFrame(rows, AMOUNT_SCHEMA).transform(
+        ingest.with_canonical_columns(AMOUNT_MAP, "", ["null", "N/A", "nan", "-"])).transform(
+        ingest.with_quarantine_reasons(AMOUNT_MAP, ingest.Checks(NOW)))
+    got = {r[C.TRANSACTION_ID]: (r[C.CUSTOMER_ID], r[C.REASON]) for r in out.collect()}
+    missing = (None, "missing_customer_id")
+    assert [got[f"t{i}"] for i in range(6)] == [missing] * 6
+    assert got["t6"] == ("c7", None)
+    assert got["t7"] == got["t8"] == (nfc, None)  # one customer, whichever form the log used
+    assert got["t9"] == ("00012", None)
+    assert got["t10"] == ("NULLIFIED", None)  # only whole placeholders
+
+
+# --- bounds: implausible magnitudes and timestamps before the earliest date -------------------------
+
+def test_implausible_magnitudes_and_early_timestamps_are_quarantined(spark: SparkSession) -> None:
+    checks = ingest.Checks(NOW, earliest=dt.date(1970, 1, 1), max_abs_amount=1e9, max_abs_quantity=1e6,
+                           max_abs_unit_price=1e8)
+    rows = [("c1", TS, "1e308", "huge_amount", None, "f"),
+            ("c1", TS, "-2e9", "huge_refund", None, "f"),
+            ("c1", TS, "999999999", "just_below", None, "f"),
+            ("c1", "0001-01-01 00:00:00", "5", "year_one", None, "f"),
+            ("c1", "1969-12-31 23:59:59", "5", "before_1970", None, "f"),
+            ("c1", "1970-01-01 00:00:00", "5", "first_day", None, "f")]
+    out = spark.createDataFrame(rows, AMOUNT_SCHEMA).transform(ingest.with_canonical_columns(AMOUNT_MAP)) \
+        .transform(ingest.with_quarantine_reasons(AMOUNT_MAP, checks))
+    # (year 1 is not a Python datetime a collect could return: only the ids and reasons come back)
+    assert {r[C.TRANSACTION_ID]: r[C.REASON] for r in out.select(C.TRANSACTION_ID, C.REASON).collect()} == {
+        "huge_amount": "implausible_amount", "huge_refund": "implausible_amount", "just_below": None,
+        "year_one": "timestamp_before_earliest_date", "before_1970": "timestamp_before_earliest_date",
+        "first_day": None,
+    }
+    qp = [("c1", TS, "1e18", "1e6", "q_and_p", "f"), ("c1", TS, "2e6", "1", "quantity", "f"),
+          ("c1", TS, "1", "2e8", "price", "f"), ("c1", TS, "1e5", "1e5", "product", "f"),
+          ("c1", TS, "1e3", "1e5", "fine", "f")]
+    out = spark.createDataFrame(qp, QP_SCHEMA).transform(ingest.with_canonical_columns(QP_MAP)) \
+        .transform(ingest.with_quarantine_reasons(QP_MAP, checks))
+    assert {r[C.TRANSACTION_ID]: r[C.REASON] for r in out.collect()} == {
+        "q_and_p": "implausible_amount", "quantity": "implausible_quantity", "price": "implausible_unit_price",
+        "product": "implausible_amount", "fine": None,
+    }
+
+
+def test_raw_record_leaves_out_denied_columns(spark: SparkSession) -> None:
+    rows = [(None, TS, "1", "t1", "x", "alice@example.com", "f")]
+    df = spark.createDataFrame(rows, "cust string, ts string, amt string, tx string, cat string, email string, "
+                                     "source_file string")
+    out = df.transform(ingest.with_canonical_columns(AMOUNT_MAP, raw_record_exclude=["email"])).first()
+    assert sorted(out[C.RAW_RECORD]) == ["amt", "cat", "cust", "ts", "tx"]

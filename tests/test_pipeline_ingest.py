@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from custseg.core.catalog import QUARANTINE_SCHEMA, TRANSACTIONS_SCHEMA
 from custseg.core.config import Config
 from custseg.core.errors import InputError, StageError
 from custseg.io import delta as tables
-from custseg.stages.ingest.step import recover_unfinished_batches
+from custseg.stages.ingest import manifest
 
 HEADER = "CustomerID,InvoiceNo,InvoiceDate,Quantity,UnitPrice,Category,Channel,Country"
 COLUMNS = [
@@ -118,9 +119,9 @@ def test_overwrite_ingest_counts(spark: SparkSession, main_ingest: tuple[Config,
     assert sorted(r[C.AMOUNT] for r in tx) == [-5.0, 3.0, 6.0, 10.0]
     assert sorted(r[C.IS_RETURN] for r in tx) == [False, False, False, True]
     assert sorted(r[C.TXN_DATE] for r in tx) == [dt.date(2024, 6, 1)] * 3 + [dt.date(2024, 6, 2)]
-    manifest = tables.read(spark, cfg.table_path(C.TABLE_INGESTED_FILES)).collect()
-    assert len(manifest) == 1
-    assert manifest[0][C.FILE_PATH].endswith("/in/log.csv")
+    listed = tables.read(spark, cfg.table_path(C.TABLE_INGESTED_FILES)).collect()
+    assert len(listed) == 1
+    assert listed[0][C.FILE_PATH].endswith("/in/log.csv")
 
 
 def test_overwrite_with_clean_input_empties_the_quarantine_without_a_second_pass(
@@ -219,8 +220,9 @@ def test_append_ingests_only_new_files(spark: SparkSession, tmp_path: Path) -> N
         ("A1", "a.csv"), ("A2", "a.csv"), ("B1", "b.csv"), ("B2", "b.csv"),
     ]
     assert batch_counts(spark, cfg, C.TABLE_QUARANTINE) == {run2: 1}
-    manifest = tables.read(spark, cfg.table_path(C.TABLE_INGESTED_FILES)).collect()
-    assert sorted(os.path.basename(r[C.FILE_PATH]) for r in manifest) == ["a.csv", "b.csv"]
+    listed = tables.read(spark, cfg.table_path(C.TABLE_INGESTED_FILES)).collect()
+    assert sorted(os.path.basename(r[C.FILE_PATH]) for r in listed) == ["a.csv", "b.csv"]
+    assert {r[C.FILE_STATE] for r in listed} == {"done"}
 
     version = tables.version(spark, cfg.table_path(C.TABLE_TRANSACTIONS))
     r3 = runner.run_stage(spark, cfg, "ingest")
@@ -273,7 +275,7 @@ def test_recover_without_manifest_clears_everything(spark: SparkSession, tmp_pat
              dt.date(2024, 5, 10))]
     tables.append(spark.createDataFrame(rows, TRANSACTIONS_SCHEMA), cfg.table_path(C.TABLE_TRANSACTIONS),
                   C.TABLE_TRANSACTIONS)
-    recover_unfinished_batches(spark, cfg)
+    manifest.recover(spark, cfg, dt.datetime.now(dt.UTC))
     assert count(spark, cfg, C.TABLE_TRANSACTIONS) == 0
 
 
@@ -336,3 +338,119 @@ def test_features_without_transactions_table(spark: SparkSession, tmp_path: Path
     cfg = make_cfg(tmp_path / "x.csv", tmp_path / "out")
     with pytest.raises(StageError, match="run `custseg ingest` first"):
         runner.run_stage(spark, cfg, "features", dt.date(2024, 6, 1))
+
+
+# --- real-log findings: whole-record duplicates, concurrent appends, all-bad overwrites -----------
+
+GROCERY_HEADER = "household_key,basket_id,purchase_time,product_id,department,quantity,sales_value,store_id"
+GROCERY_LINES = [  # one basket: two products equal on every mapped role, and one line exported twice
+    "0007,B1,2024-06-01 10:00:00,P1,dairy,1,2.50,S1",
+    "0007,B1,2024-06-01 10:00:00,P2,dairy,1,2.50,S1",
+    "0007,B1,2024-06-01 10:00:00,P2,dairy,1,2.50,S1",
+    "0008,B2,2024-06-02 11:00:00,P1,dairy,1,2.50,S2",
+]
+
+
+def test_lines_equal_on_the_mapped_columns_are_kept_and_true_repeats_reported(
+        spark: SparkSession, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    write_csv(folder / "a.csv", GROCERY_LINES, GROCERY_HEADER)
+    write_csv(folder / "b.csv", GROCERY_LINES[3:], GROCERY_HEADER)  # the same record in a second file
+    cfg = config.load(None, [f"input.path={folder}", f"output.root={tmp_path / 'out'}",
+                             "input.columns.timestamp=purchase_time"])
+    summary = runner.run(spark, cfg, ["ingest"], None)
+    result = summary.results["ingest"]
+    assert (result.input, result.clean, result.quarantined, result.duplicates) == (5, 3, 0, 2)
+    assert [e.split(" in ")[0] for e in result.duplicate_examples] == ["transaction B1", "transaction B2"]
+    assert result.duplicate_examples[1].endswith("/in/b.csv")
+    tx = tables.read(spark, cfg.table_path(C.TABLE_TRANSACTIONS))
+    assert tx.agg(F.sum(C.AMOUNT)).first()[0] == pytest.approx(7.5)
+    assert Counter(r[C.CUSTOMER_ID] for r in tx.collect()) == {"0007": 2, "0008": 1}
+    runs = tables.read(spark, cfg.table_path(C.TABLE_RUNS)).first()
+    assert runs["details"]["ingest.duplicate_examples"] == "; ".join(result.duplicate_examples)
+    assert runs["counts"]["ingest.duplicates"] == 2
+
+
+def test_two_appends_started_together_add_each_file_once(spark: SparkSession, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    write_csv(folder / "a.csv", A_LINES)
+    write_csv(folder / "b.csv", B_LINES)
+    cfg = make_cfg(folder, tmp_path / "out", "ingest.mode=append")
+    results: dict[int, object] = {}
+
+    def ingest(i: int) -> None:
+        try:
+            results[i] = runner.run_stage(spark, cfg, "ingest")
+        except Exception as e:  # a clean failure is allowed; a double ingest is not
+            results[i] = e
+
+    threads = [threading.Thread(target=ingest, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    added = sorted(getattr(r, "new_files", 0) for r in results.values())
+    assert sum(added) == 2, results
+    tx = tables.read(spark, cfg.table_path(C.TABLE_TRANSACTIONS))
+    assert sorted(r[0] for r in tx.select(C.TRANSACTION_ID).collect()) == ["A1", "A2", "B1", "B2"]
+    listed = tables.read(spark, cfg.table_path(C.TABLE_INGESTED_FILES)).collect()
+    assert sorted(os.path.basename(r[C.FILE_PATH]) for r in listed) == ["a.csv", "b.csv"]
+    assert {r[C.FILE_STATE] for r in listed} == {"done"}
+
+
+def test_append_skips_files_another_run_is_adding_and_takes_over_a_dead_runs_claim(
+        spark: SparkSession, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    a_file = write_csv(folder / "a.csv", A_LINES).as_uri()
+    write_csv(folder / "b.csv", B_LINES)
+    cfg = make_cfg(folder, tmp_path / "out", "ingest.mode=append")
+    # a run claimed a.csv ten minutes ago and wrote one row, and has not finished
+    started = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    assert manifest.claim(spark, cfg, [a_file], "other", "other", started) == [a_file]
+    row = [("00100", "A1", dt.datetime(2024, 5, 1, 10), 10.0, 1.0, 10.0, False, "books", "online", "UK", a_file,
+            "other", dt.date(2024, 5, 1))]
+    tables.append(spark.createDataFrame(row, TRANSACTIONS_SCHEMA), cfg.table_path(C.TABLE_TRANSACTIONS),
+                  C.TABLE_TRANSACTIONS)
+    r1 = runner.run_stage(spark, cfg, "ingest")  # within the timeout: a.csv is left to its owner
+    assert (r1.new_files, r1.clean) == (1, 2)
+    assert batch_counts(spark, cfg, C.TABLE_TRANSACTIONS)["other"] == 1
+    # the owner is presumed dead once its claim is older than the timeout: its row goes, a.csv is added again
+    r2 = runner.run_stage(spark, cfg.with_overrides({"ingest.claim_timeout_minutes": 5}), "ingest")
+    assert (r2.new_files, r2.clean) == (1, 2)
+    tx = tables.read(spark, cfg.table_path(C.TABLE_TRANSACTIONS))
+    assert sorted(r[0] for r in tx.select(C.TRANSACTION_ID).collect()) == ["A1", "A2", "B1", "B2"]
+    assert "other" not in batch_counts(spark, cfg, C.TABLE_TRANSACTIONS)
+    # and the dead run, were it alive after all, finds its claims gone
+    assert not manifest.finish(spark, cfg, "other", dt.datetime.now(dt.UTC))
+
+
+def test_a_failing_append_releases_its_files(spark: SparkSession, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "in"
+    write_csv(folder / "a.csv", A_LINES)
+    cfg = make_cfg(folder, tmp_path / "out", "ingest.mode=append")
+
+    def broken(*args: object) -> bool:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(manifest, "finish", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        runner.run_stage(spark, cfg, "ingest")
+    assert count(spark, cfg, C.TABLE_TRANSACTIONS) == 0
+    assert count(spark, cfg, C.TABLE_INGESTED_FILES) == 0
+    monkeypatch.undo()
+    assert runner.run_stage(spark, cfg, "ingest").clean == 2
+
+
+def test_an_overwrite_without_one_valid_row_keeps_the_tables(spark: SparkSession, tmp_path: Path) -> None:
+    cfg = make_cfg(write_csv(tmp_path / "in" / "log.csv", A_LINES), tmp_path / "out")
+    runner.run_stage(spark, cfg, "ingest")
+    versions = {t: tables.version(spark, cfg.table_path(t)) for t in ALL_TABLES[:3]}
+    bad = write_csv(tmp_path / "bad" / "log.csv", ["00100,X1,not-a-date,1,1.00,books,online,UK",
+                                                   ",X2,2024-05-01 10:00:00,1,1.00,books,online,UK"])
+    with pytest.raises(InputError) as e:
+        runner.run_stage(spark, cfg.with_overrides({"input.path": str(bad)}), "ingest")
+    assert str(e.value).startswith(f"input.path: none of the 2 rows in {bad} passed validation (")
+    assert "the tables were left as they were" in str(e.value)
+    assert {t: tables.version(spark, cfg.table_path(t)) for t in ALL_TABLES[:3]} == versions
+    assert count(spark, cfg, C.TABLE_TRANSACTIONS) == 2

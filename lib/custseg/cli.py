@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from custseg.runner import RunSummary
 
 from custseg import __version__, pipeline
-from custseg.core import config
+from custseg.core import config, redact
 from custseg.core.errors import ConfigError, CustsegError, InputError
 from custseg.io.sources import check_local_input
 
@@ -84,6 +84,7 @@ def _setup_logging(verbose: bool) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("py4j").setLevel(logging.WARNING)
+    redact.install_log_filter()  # URI credentials and control characters never reach the log
 
 
 def _stages_for(args: argparse.Namespace) -> list[str]:
@@ -102,31 +103,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
     t0 = time.perf_counter()
+    known: config.Config | None = None  # for redacting the error line: None until the configuration loads
     try:
         overrides = list(args.overrides)
         if args.command == "score":  # the segment stage in score mode, with the model named on the command line
             overrides += ["segment.mode=score", f"segment.model={args.model}"]
-        cfg = config.load(args.conf, overrides)
+        known = cfg = config.load(args.conf, overrides)
+        redact.install_log_filter(cfg.secrets())  # now the log knows the secret values too
         as_of = config.parse_as_of(args.as_of)
         stages = _stages_for(args)
         if args.command != "generate" and "ingest" in stages and not _wants_sample(cfg, args, stages):
             check_local_input(cfg["input.path"])
     except CustsegError as e:
-        print(f"custseg: error: {e}", file=sys.stderr)
+        print(f"custseg: error: {config.redact_text(str(e), known)}", file=sys.stderr)
         return EXIT_USAGE
     log.info("custseg %s: %s with %s", __version__, args.command, cfg.source or "(no config file)")
     log.info("configuration: %s", json.dumps(cfg.masked(), default=str))
+    if args.command != "generate":
+        _warn_if_future(as_of)
     try:
         summary = _run(cfg, args, stages, as_of)
     except Exception as e:  # one line for the user; the traceback for --verbose
         log.debug("failure", exc_info=True)
-        print(f"custseg: error: {args.command} failed: {_one_line(e)}", file=sys.stderr)
+        print(f"custseg: error: {args.command} failed: {config.redact_text(_one_line(e), cfg)}", file=sys.stderr)
         return EXIT_FAILED
     _print_summary(summary, round(time.perf_counter() - t0, 1))
     return EXIT_OK
 
 
+def _warn_if_future(as_of: dt.date | None) -> None:
+    today = dt.datetime.now(dt.UTC).date()
+    if as_of is not None and as_of > today:
+        log.warning("--as-of %s is after today's date (%s, UTC): features will see no transactions after today",
+                    as_of, today)
+
+
 def _one_line(e: BaseException) -> str:
+    from custseg.io import delta
+
+    if delta.is_concurrent_change(e):
+        return delta.CONCURRENT_HINT
     text = str(e).strip().splitlines()
     first = text[0] if text else type(e).__name__
     return first if isinstance(e, CustsegError) else f"{type(e).__name__}: {first}"

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from custseg import __version__, pipeline
 from custseg.core import catalog
 from custseg.core import columns as C
-from custseg.core.config import Config
+from custseg.core.config import Config, redact_text
 from custseg.core.errors import StageError
 from custseg.core.stage import StageContext, StageResult
 from custseg.io import delta, lineage
@@ -102,14 +102,18 @@ def record_run(spark: SparkSession, cfg: Config, summary: RunSummary, error: Bas
                 if (v := delta.version(spark, cfg.table_path(name))) is not None}
     counts: dict[str, int] = {}
     fields: dict[str, Any] = {}
+    details: dict[str, str] = {}
     for result in summary.results.values():
         counts.update(result.counts())
         fields.update(result.run_fields())
+        details.update(result.details())
+    # the error's first line, without secrets, URI credentials or raw control characters (see redact_text)
+    message = (redact_text(str(error), cfg).splitlines() or [""])[0][:1000] if error else None
     row = (summary.run_id, summary.as_of, summary.started, dt.datetime.now(dt.UTC),
-           "failed" if error else "succeeded", (str(error).splitlines() or [""])[0][:1000] if error else None,
+           "failed" if error else "succeeded", message,
            summary.stages, json.dumps(cfg.masked(), default=str), cfg.digest(), cfg["run.seed"], versions, counts,
            fields.get("algorithm"), fields.get("k"), fields.get("silhouette"), fields.get("cost"),
-           {k: float(v) for k, v in summary.timings.items()}, fields.get("model_path"), __version__)
+           {k: float(v) for k, v in summary.timings.items()}, fields.get("model_path"), __version__, details)
     df = spark.createDataFrame([row], catalog.RUNS_SCHEMA)
     delta.append(df, cfg.table_path(C.TABLE_RUNS), C.TABLE_RUNS, summary.run_id)
 

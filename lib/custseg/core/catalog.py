@@ -44,7 +44,8 @@ QUARANTINE_SCHEMA = _fields(
     (C.INGEST_BATCH, _S), (C.QUARANTINED_AT, _TS), (C.QUARANTINE_DATE, _DATE),
 )
 
-INGESTED_FILES_SCHEMA = _fields((C.FILE_PATH, _S), (C.INGEST_BATCH, _S), (C.RUN_ID, _S), (C.INGESTED_AT, _TS))
+INGESTED_FILES_SCHEMA = _fields((C.FILE_PATH, _S), (C.INGEST_BATCH, _S), (C.RUN_ID, _S), (C.INGESTED_AT, _TS),
+                                (C.FILE_STATE, _S))
 
 SEGMENTS_SCHEMA = _fields(
     (C.AS_OF_DATE, _DATE), (C.CUSTOMER_ID, _S), (C.SEGMENT_ID, _I), (C.DISTANCE, _D), (C.RUN_ID, _S),
@@ -74,6 +75,7 @@ RUNS_SCHEMA = _fields(
     ("stages", T.ArrayType(_S)), ("config_json", _S), ("config_hash", _S), ("seed", _L),
     ("table_versions", T.MapType(_S, _L)), ("counts", T.MapType(_S, _L)), ("algorithm", _S), ("k", _I),
     ("silhouette", _D), ("cost", _D), ("stage_seconds", _DOUBLE_MAP), ("model_path", _S), ("custseg_version", _S),
+    ("details", T.MapType(_S, _S)),
 )
 
 LINEAGE_SCHEMA = _fields(

@@ -67,25 +67,34 @@ REASON_MISSING_CUSTOMER_ID = "missing_customer_id"
 REASON_MISSING_TIMESTAMP = "missing_timestamp"
 REASON_UNPARSABLE_TIMESTAMP = "unparsable_timestamp"
 REASON_FUTURE_TIMESTAMP = "future_timestamp"
+REASON_EARLY_TIMESTAMP = "timestamp_before_earliest_date"
 REASON_MISSING_AMOUNT = "missing_amount"
 REASON_UNPARSABLE_AMOUNT = "unparsable_amount"
 REASON_UNPARSABLE_QUANTITY = "unparsable_quantity"
 REASON_UNPARSABLE_UNIT_PRICE = "unparsable_unit_price"
+REASON_IMPLAUSIBLE_AMOUNT = "implausible_amount"
+REASON_IMPLAUSIBLE_QUANTITY = "implausible_quantity"
+REASON_IMPLAUSIBLE_UNIT_PRICE = "implausible_unit_price"
 
 REASON_CODES: tuple[str, ...] = (
     REASON_MISSING_CUSTOMER_ID,
     REASON_MISSING_TIMESTAMP,
     REASON_UNPARSABLE_TIMESTAMP,
     REASON_FUTURE_TIMESTAMP,
+    REASON_EARLY_TIMESTAMP,
     REASON_MISSING_AMOUNT,
     REASON_UNPARSABLE_AMOUNT,
     REASON_UNPARSABLE_QUANTITY,
     REASON_UNPARSABLE_UNIT_PRICE,
+    REASON_IMPLAUSIBLE_AMOUNT,
+    REASON_IMPLAUSIBLE_QUANTITY,
+    REASON_IMPLAUSIBLE_UNIT_PRICE,
 )
 
 # --- ingested_files table (the manifest that makes append idempotent) ---------------------------
 FILE_PATH = "file_path"
 INGESTED_AT = "ingested_at"
+FILE_STATE = "state"  # claimed (a batch is adding the file) or done
 RUN_ID = "run_id"
 
 # --- customer_features table -------------------------------------------------------------------

@@ -46,6 +46,10 @@ class StageResult:
         """Columns of the runs table this stage fills (algorithm, k, silhouette, cost, model_path)."""
         return {}
 
+    def details(self) -> dict[str, str]:
+        """Facts worth keeping in the runs table's `details` map, as text (name -> text)."""
+        return {}
+
     def describe(self) -> str:
         """One line (or a few) for the run summary."""
         return ""

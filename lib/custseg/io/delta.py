@@ -1,8 +1,10 @@
 """Delta Lake reads and writes. Every write is one Delta commit: it lands whole or not at all.
 
 Tables are created from their catalog declaration (`custseg.core.catalog`) before the first write, and
-every write is conformed to it; schema enforcement stays on (no mergeSchema / overwriteSchema), so a
-write whose columns do not match the table fails instead of silently changing it. Reads take an
+every write is conformed to it, so a write whose columns do not match the declaration fails instead of
+silently changing the table. Writes carry `mergeSchema`, which after `conform` can do one thing only: add
+to a table written by an earlier custseg the columns the catalog has declared since (never overwriteSchema:
+a column's type never changes). Reads take an
 optional version: a stage reads its inputs at the versions their producer recorded (`lineage`).
 """
 
@@ -76,8 +78,10 @@ def conform(df: DataFrame, name: str) -> DataFrame:
     return df.select(*[F.col(f"`{f.name}`").cast(f.dataType).alias(f.name) for f in spec.schema.fields])
 
 
-def _writer(df: DataFrame, run_id: str | None, mode: str) -> Any:
+def _writer(df: DataFrame, run_id: str | None, mode: str, name: str) -> Any:
     w = df.write.format("delta").mode(mode)
+    if catalog.table(name).schema is not None:  # conformed to its declaration: evolution only adds columns
+        w = w.option("mergeSchema", "true")
     if run_id:
         w = w.option("userMetadata", f"custseg run {run_id}")
     return w
@@ -95,7 +99,7 @@ def overwrite(df: DataFrame, path: str, name: str, run_id: str | None = None) ->
     spark = df.sparkSession
     ensure(spark, path, name)
     df = conform(df, name)
-    _writer(df, run_id, "overwrite").partitionBy(*_partition_by(name, df)).save(path)
+    _writer(df, run_id, "overwrite", name).partitionBy(*_partition_by(name, df)).save(path)
     return _written(spark, path)
 
 
@@ -104,7 +108,7 @@ def append(df: DataFrame, path: str, name: str, run_id: str | None = None) -> in
     spark = df.sparkSession
     ensure(spark, path, name)
     df = conform(df, name)
-    _writer(df, run_id, "append").partitionBy(*_partition_by(name, df)).save(path)
+    _writer(df, run_id, "append", name).partitionBy(*_partition_by(name, df)).save(path)
     return _written(spark, path)
 
 
@@ -123,7 +127,8 @@ def replace_partition(df: DataFrame, path: str, name: str, value: dt.date | str,
     df = conform(df, name)
     if not exists(spark, path):  # a table whose schema the producer defines: its first write creates it
         return append(df, path, name, run_id)
-    _writer(df, run_id, "overwrite").option("replaceWhere", f"{column} = '{value}'").partitionBy(column).save(path)
+    writer = _writer(df, run_id, "overwrite", name).option("replaceWhere", f"{column} = '{value}'")
+    writer.partitionBy(column).save(path)
     return _written(spark, path)
 
 
@@ -131,6 +136,20 @@ def _written(spark: SparkSession, path: str) -> int:
     v = version(spark, path)
     assert v is not None  # a write just committed
     return v
+
+
+def is_concurrent_change(e: BaseException) -> bool:
+    """True for Delta's write conflicts: another run committed to the same table after this one read it."""
+    from delta import exceptions as X
+
+    kinds = (X.ConcurrentAppendException, X.ConcurrentDeleteReadException, X.ConcurrentDeleteDeleteException,
+             X.ConcurrentTransactionException, X.ConcurrentWriteException, X.MetadataChangedException,
+             X.ProtocolChangedException, X.DeltaConcurrentModificationException)
+    return isinstance(e, kinds) or "DELTA_CONCURRENT" in str(e)
+
+
+CONCURRENT_HINT = ("another custseg run wrote the same Delta table at the same time, and Delta refused this "
+                   "run's commit (nothing of it was written): run it again once the other run has finished")
 
 
 def delete_where(spark: SparkSession, path: str, condition: str) -> None:

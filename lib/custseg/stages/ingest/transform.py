@@ -8,7 +8,9 @@ the row gets a reason code instead.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -37,15 +39,34 @@ TRANSACTIONS_SCHEMA = catalog.TRANSACTIONS_SCHEMA  # canonical transactions sche
 
 QUARANTINE_COLUMNS = tuple(catalog.QUARANTINE_SCHEMA.names)
 
-# Canonical columns that identify an exact duplicate (source_file aside: the same line in two files is
-# the same line).
-DUPLICATE_KEY = (C.CUSTOMER_ID, C.TRANSACTION_ID, C.TXN_TS, C.AMOUNT, C.QUANTITY, C.UNIT_PRICE, C.CATEGORY,
-                 C.CHANNEL, C.COUNTRY)
-
 # raw (as-read) helper columns, dropped before writing
 _RAW = "__raw_"
+_RECORD = "__record"  # every source column as text: what makes two lines the same line
+_RECORD_HASH = "__record_hash"
 _UNIQUE = "__line_key"
-_RANK = "__line_rank"
+_DUPLICATE = "__duplicate"
+
+# Spark's trim removes spaces only; ids also lose tabs, line breaks, non-breaking and other Unicode spaces
+# and byte-order marks around them
+_EDGE_SPACE = r"^[\s\p{Z}\x{FEFF}]+|[\s\p{Z}\x{FEFF}]+$"
+
+
+@dataclass(frozen=True)
+class Checks:
+    """The bounds a valid line keeps within (from the ingest.* keys)."""
+
+    now: dt.datetime  # the job's start
+    future_tolerance: dt.timedelta = dt.timedelta(0)
+    earliest: dt.date | None = None
+    max_abs_amount: float = float("inf")
+    max_abs_quantity: float = float("inf")
+    max_abs_unit_price: float = float("inf")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], now: dt.datetime) -> Checks:
+        return cls(now, dt.timedelta(minutes=cfg["ingest.future_tolerance_minutes"]),
+                   dt.date.fromisoformat(cfg["ingest.earliest_date"]), cfg["ingest.max_abs_amount"],
+                   cfg["ingest.max_abs_quantity"], cfg["ingest.max_abs_unit_price"])
 
 
 def _blank_to_null(c: Column) -> Column:
@@ -58,13 +79,26 @@ def parse_text(c: Column) -> Column:
     return _blank_to_null(c.cast("string"))
 
 
-def parse_id(c: Column, dtype: T.DataType) -> Column:
-    """An identifier as text. Leading zeros are kept; an integral float id (17850.0, the usual artefact
-    of a log that passed through pandas with missing ids) is written without its '.0'."""
+def parse_id(c: Column, dtype: T.DataType, missing: Sequence[str] = ()) -> Column:
+    """An identifier as text; null when blank or a placeholder for a missing value (`missing`, compared
+    ignoring case).
+
+    Leading zeros are kept; an integral float id (17850.0, the usual artefact of a log that passed through
+    pandas with missing ids) is written without its '.0'. Surrounding whitespace of any kind (tabs,
+    non-breaking spaces) is removed, and text ids are put in Unicode NFC form, so that an id typed as
+    'e' + combining accent and one typed as 'é' are the same customer (ICU, which Spark ships, does the
+    normalising; only ids with a non-ASCII character pay for it).
+    """
     if isinstance(dtype, (T.FloatType, T.DoubleType, T.DecimalType)):
         whole = F.when(c == F.floor(c), c.cast("decimal(38,0)").cast("string"))
         return F.when(F.isnan(c.cast("double")), None).otherwise(F.coalesce(whole, c.cast("string")))
-    return F.regexp_replace(parse_text(c), r"^(\d+)\.0+$", "$1")
+    if isinstance(dtype, T.NumericType):
+        return c.cast("string")
+    t = F.regexp_replace(c.cast("string"), _EDGE_SPACE, "")
+    t = F.when(t.rlike("[^\\x00-\\x7F]"), F.call_function("reflect", F.lit("com.ibm.icu.text.Normalizer"),
+                                                       F.lit("compose"), t, F.lit(False))).otherwise(t)
+    placeholder = F.lower(t).isin([m.strip().lower() for m in missing]) if missing else F.lit(False)
+    return F.when((t == "") | placeholder, None).otherwise(F.regexp_replace(t, r"^(\d+)\.0+$", "$1"))
 
 
 def parse_number(c: Column, dtype: T.DataType) -> Column:
@@ -101,18 +135,23 @@ def _raw(role: str) -> str:
 
 
 def with_canonical_columns(
-    column_map: Mapping[str, str], timestamp_format: str = ""
+    column_map: Mapping[str, str], timestamp_format: str = "", missing_ids: Sequence[str] = (),
+    raw_record_exclude: Sequence[str] = (),
 ) -> Callable[[DataFrame], DataFrame]:
     """Parse the mapped source columns into canonical, typed columns.
 
-    Keeps every original value, as text, in the `raw_record` map (for the quarantine), and the trimmed
-    raw text of the parsed roles in helper columns that tell a missing value from an unparsable one.
-    `amount` is the mapped amount, or quantity x unit price when no amount column is mapped.
+    Keeps every original value, as text, in the `raw_record` map (for the quarantine; columns in
+    `raw_record_exclude` left out), the whole source record as a struct of texts and its hash (for the
+    duplicate check), and the trimmed raw text of the parsed roles in helper columns that tell a missing
+    value from an unparsable one. `amount` is the mapped amount, or quantity x unit price when no amount
+    column is mapped.
     """
 
     def transform(df: DataFrame) -> DataFrame:
         dtypes = {f.name: f.dataType for f in df.schema.fields}
         source_cols = [c for c in df.columns if c != C.SOURCE_FILE]
+        as_text = [F.col(f"`{c}`").cast("string").alias(f"c{i}") for i, c in enumerate(source_cols)]
+        kept = [c for c in source_cols if c not in set(raw_record_exclude)]
 
         def src(role: str) -> Column:
             return F.col(f"`{column_map[role]}`")
@@ -128,13 +167,16 @@ def with_canonical_columns(
         quantity = number_or_null(C.ROLE_QUANTITY)
         unit_price = number_or_null(C.ROLE_UNIT_PRICE)
         amount = number_or_null(C.ROLE_AMOUNT) if C.ROLE_AMOUNT in column_map else quantity * unit_price
-        raw_record = F.create_map(*[x for c in source_cols for x in (F.lit(c), F.col(f"`{c}`").cast("string"))])
-        tx_id = (parse_id(src(C.ROLE_TRANSACTION_ID), dtypes[column_map[C.ROLE_TRANSACTION_ID]])
+        raw_record = F.create_map(*[x for c in kept for x in (F.lit(c), F.col(f"`{c}`").cast("string"))])
+        tx_id = (parse_id(src(C.ROLE_TRANSACTION_ID), dtypes[column_map[C.ROLE_TRANSACTION_ID]], missing_ids)
                  if C.ROLE_TRANSACTION_ID in column_map else F.lit(None).cast("string"))
         return df.select(
             raw_record.alias(C.RAW_RECORD),
+            F.struct(*as_text).alias(_RECORD),
+            F.xxhash64(*as_text).alias(_RECORD_HASH),
             F.col(C.SOURCE_FILE),
-            parse_id(src(C.ROLE_CUSTOMER_ID), dtypes[column_map[C.ROLE_CUSTOMER_ID]]).alias(C.CUSTOMER_ID),
+            parse_id(src(C.ROLE_CUSTOMER_ID), dtypes[column_map[C.ROLE_CUSTOMER_ID]], missing_ids)
+            .alias(C.CUSTOMER_ID),
             tx_id.alias(C.TRANSACTION_ID),
             parse_timestamp(src(C.ROLE_TIMESTAMP), dtypes[column_map[C.ROLE_TIMESTAMP]], timestamp_format)
             .alias(C.TXN_TS),
@@ -151,15 +193,19 @@ def with_canonical_columns(
     return transform
 
 
-def with_quarantine_reasons(
-    column_map: Mapping[str, str], now: dt.datetime, future_tolerance: dt.timedelta = dt.timedelta(0)
-) -> Callable[[DataFrame], DataFrame]:
+def with_quarantine_reasons(column_map: Mapping[str, str], checks: Checks) -> Callable[[DataFrame], DataFrame]:
     """Add `reasons` (every check a row fails, in check order) and `reason` (the first; null when clean).
 
-    Expects the output of `with_canonical_columns`. `now` is the job's start: a timestamp after
-    now + future_tolerance is clock skew or a mis-read format, not a purchase.
+    Expects the output of `with_canonical_columns`. `checks.now` is the job's start: a timestamp after
+    now + future_tolerance is clock skew or a mis-read format, not a purchase; one before the earliest
+    date is a placeholder or a mis-read. Magnitudes beyond the bounds are quarantined as implausible: they
+    are typos or sentinels, and a few of them would take a customer's (or the whole log's) spend to
+    infinity. With every line bounded, no sum over a log can overflow a double.
     """
     uses_amount = C.ROLE_AMOUNT in column_map
+    bounds = ((C.REASON_IMPLAUSIBLE_AMOUNT, C.AMOUNT, checks.max_abs_amount),
+              (C.REASON_IMPLAUSIBLE_QUANTITY, C.QUANTITY, checks.max_abs_quantity),
+              (C.REASON_IMPLAUSIBLE_UNIT_PRICE, C.UNIT_PRICE, checks.max_abs_unit_price))
 
     def unparsable(role: str, parsed: str) -> Column:
         return F.col(_raw(role)).isNotNull() & F.col(parsed).isNull()
@@ -167,28 +213,34 @@ def with_quarantine_reasons(
     def transform(df: DataFrame) -> DataFrame:
         missing_amount = (F.col(_raw(C.ROLE_AMOUNT)).isNull() if uses_amount
                           else F.col(_raw(C.ROLE_QUANTITY)).isNull() | F.col(_raw(C.ROLE_UNIT_PRICE)).isNull())
-        checks: list[tuple[str, Column]] = [
+        checks_: list[tuple[str, Column]] = [
             (C.REASON_MISSING_CUSTOMER_ID, F.col(C.CUSTOMER_ID).isNull()),
             (C.REASON_MISSING_TIMESTAMP, F.col(_raw(C.ROLE_TIMESTAMP)).isNull()),
             (C.REASON_UNPARSABLE_TIMESTAMP, unparsable(C.ROLE_TIMESTAMP, C.TXN_TS)),
-            (C.REASON_FUTURE_TIMESTAMP, F.col(C.TXN_TS) > F.lit(now + future_tolerance)),
-            (C.REASON_MISSING_AMOUNT, missing_amount),
+            (C.REASON_FUTURE_TIMESTAMP, F.col(C.TXN_TS) > F.lit(checks.now + checks.future_tolerance)),
         ]
+        if checks.earliest is not None:
+            # compared as a date in the session time zone, like txn_date
+            checks_.append((C.REASON_EARLY_TIMESTAMP, F.to_date(F.col(C.TXN_TS)) < F.lit(checks.earliest)))
+        checks_.append((C.REASON_MISSING_AMOUNT, missing_amount))
         if uses_amount:
-            checks.append((C.REASON_UNPARSABLE_AMOUNT, unparsable(C.ROLE_AMOUNT, C.AMOUNT)))
+            checks_.append((C.REASON_UNPARSABLE_AMOUNT, unparsable(C.ROLE_AMOUNT, C.AMOUNT)))
         if C.ROLE_QUANTITY in column_map:
-            checks.append((C.REASON_UNPARSABLE_QUANTITY, unparsable(C.ROLE_QUANTITY, C.QUANTITY)))
+            checks_.append((C.REASON_UNPARSABLE_QUANTITY, unparsable(C.ROLE_QUANTITY, C.QUANTITY)))
         if C.ROLE_UNIT_PRICE in column_map:
-            checks.append((C.REASON_UNPARSABLE_UNIT_PRICE, unparsable(C.ROLE_UNIT_PRICE, C.UNIT_PRICE)))
+            checks_.append((C.REASON_UNPARSABLE_UNIT_PRICE, unparsable(C.ROLE_UNIT_PRICE, C.UNIT_PRICE)))
         if not uses_amount:
             # quantity x price can overflow to infinity even when both parse
-            checks.append((C.REASON_UNPARSABLE_AMOUNT, ~missing_amount & F.col(C.QUANTITY).isNotNull()
-                           & F.col(C.UNIT_PRICE).isNotNull() & (F.abs(F.col(C.AMOUNT)) == float("inf"))))
-        reasons = F.filter(F.array(*[F.when(cond, F.lit(code)) for code, cond in checks]), lambda x: x.isNotNull())
+            checks_.append((C.REASON_UNPARSABLE_AMOUNT, ~missing_amount & F.col(C.QUANTITY).isNotNull()
+                            & F.col(C.UNIT_PRICE).isNotNull() & (F.abs(F.col(C.AMOUNT)) == float("inf"))))
+        for code, column, bound in bounds:
+            if bound != float("inf"):
+                checks_.append((code, F.abs(F.col(column)) > F.lit(bound)))
+        reasons = F.filter(F.array(*[F.when(cond, F.lit(code)) for code, cond in checks_]), lambda x: x.isNotNull())
         # the first failing check, as a CASE chain: the clean path and the counts need only this, so the
         # `reasons` array (a higher-order function, which Spark does not compile) is built for bad rows only
-        first = F.when(checks[0][1], F.lit(checks[0][0]))
-        for code, cond in checks[1:]:
+        first = F.when(checks_[0][1], F.lit(checks_[0][0]))
+        for code, cond in checks_[1:]:
             first = first.when(cond, F.lit(code))
         return df.withColumn(C.REASONS, reasons).withColumn(C.REASON, first)
 
@@ -205,32 +257,49 @@ def filter_quarantined(df: DataFrame) -> DataFrame:
     return df.filter(F.col(C.REASON).isNotNull())
 
 
-def drop_duplicate_lines(has_transaction_id: bool) -> Callable[[DataFrame], DataFrame]:
-    """Keep one of each set of exactly equal lines that carry a transaction id: the one from the first
-    source file in path order, so that a re-run keeps the same line.
+def mark_duplicate_lines(has_transaction_id: bool) -> Callable[[DataFrame], DataFrame]:
+    """Add `__duplicate`: true on each repeat of a whole source record that carries a transaction id.
 
-    Lines without an id (the role unmapped, or blank on that line) are all kept: two equal lines can be
-    two real purchases of the same item in the same second.
+    A line is a duplicate only when every column of its source row (the mapped and the unmapped ones:
+    product, store, description...) equals another line's; two products in one basket at the same second
+    and price are two lines. Of equal lines the one from the first source file in path order is kept, so a
+    re-run keeps the same line; the same record in two files is one line. Lines without an id (the role
+    unmapped, or blank on that line) are all kept: two equal lines can be two real purchases.
 
-    A `row_number` window rather than `dropDuplicates`: the latter keeps the source file with `first()`, a
-    string aggregate that Spark runs as two sort-based aggregates (partial and final, sorted twice); the
-    window sorts once, and with `txn_date` leading its keys that sort also serves the writer, which
-    needs each task's rows ordered by the partition column.
+    One window sort: partitioned by the day, the id and a 64-bit hash of the record, ordered by the record
+    itself and the file. Equal records are adjacent, and a line is a repeat only when its predecessor's
+    record is equal, compared in full: two different records that share a hash are both kept. With
+    `txn_date` leading the keys, rows already clustered by day (`clustered_by_day`) need no other shuffle,
+    and the sort also serves the writer, which needs each task's rows ordered by the partition column.
     """
 
     def transform(df: DataFrame) -> DataFrame:
         if not has_transaction_id:
-            return df
+            return df.withColumn(_DUPLICATE, F.lit(False))
         # a line without an id gets a key of its own, so it never matches another line
         own_key = F.when(F.col(C.TRANSACTION_ID).isNull(), F.monotonically_increasing_id())
-        # txn_date (a function of txn_ts) changes nothing about which lines are equal; with it in the key, rows
-        # already clustered by day (`clustered_by_day`) are deduplicated without another shuffle
         day = [C.TXN_DATE] if C.TXN_DATE in df.columns else []
-        lines = Window.partitionBy(*day, *DUPLICATE_KEY, _UNIQUE).orderBy(C.SOURCE_FILE)
-        return (df.withColumn(_UNIQUE, own_key).withColumn(_RANK, F.row_number().over(lines))
-                .filter(F.col(_RANK) == 1).drop(_UNIQUE, _RANK))
+        lines = Window.partitionBy(*day, C.TRANSACTION_ID, _RECORD_HASH, _UNIQUE).orderBy(_RECORD, C.SOURCE_FILE)
+        previous = F.lag(_RECORD).over(lines)
+        return (df.withColumn(_UNIQUE, own_key)
+                .withColumn(_DUPLICATE, F.coalesce(previous.eqNullSafe(F.col(_RECORD)), F.lit(False)))
+                .drop(_UNIQUE))
 
     return transform
+
+
+def drop_marked_duplicates(df: DataFrame) -> DataFrame:
+    """The lines `mark_duplicate_lines` did not mark."""
+    return df.filter(~F.col(_DUPLICATE))
+
+
+def duplicate_observations() -> list[Column]:
+    """Aggregates (for `DataFrame.observe` on marked lines): the number of repeats, and two of them
+    (transaction id and file) for a person to check."""
+    example = F.when(F.col(_DUPLICATE), F.struct(F.col(C.TRANSACTION_ID).alias("id"),
+                                                  F.col(C.SOURCE_FILE).alias("file")))
+    return [F.count_if(F.col(_DUPLICATE)).alias("duplicates"), F.min(example).alias("first"),
+            F.max(example).alias("last")]
 
 
 def clustered_by_day(df: DataFrame) -> DataFrame:

@@ -1,0 +1,192 @@
+"""Every configuration key custseg knows, declared once: its type, default, check and meaning.
+
+`custseg.core.config` validates against `SCHEMA`; README.md's configuration table lists the same keys
+(a test keeps them in step). This module imports no Spark.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from custseg.core import columns as C
+
+INPUT_FORMATS = ("csv", "parquet", "json", "delta")
+INGEST_MODES = ("overwrite", "append")
+GENERATE_FORMATS = ("csv", "parquet")
+ALGORITHMS = ("kmeans", "bisecting_kmeans")
+SEGMENT_MODES = ("fit", "score")
+SPARK_CONF_PREFIX = "spark.conf."
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: its type, default, and what it means (shown in the README)."""
+
+    kind: type
+    default: Any = None
+    required: bool = False
+    choices: tuple[Any, ...] | None = None
+    check: Callable[[Any], str | None] | None = None
+    help: str = ""
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def _non_negative(v: Any) -> str | None:
+    return None if v >= 0 else "must be >= 0"
+
+
+def _fraction(v: Any) -> str | None:
+    return None if 0 <= v < 1 else "must be in [0, 1)"
+
+
+def _iso_date(v: Any) -> str | None:
+    try:
+        dt.date.fromisoformat(v)
+    except ValueError:
+        return "must be a date YYYY-MM-DD"
+    return None
+
+
+def _non_blank(v: Any) -> str | None:
+    return None if v.strip() else "must not be empty or blank"
+
+
+def _timezone(v: Any) -> str | None:
+    try:
+        zoneinfo.ZoneInfo(v)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return "must be an IANA time zone such as UTC or Europe/Berlin"
+    return None
+
+
+def _positive_ints(v: Any) -> str | None:
+    if not v or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v):
+        return "must be a non-empty list of positive whole numbers"
+    return None
+
+
+def _k_range(v: Any) -> str | None:
+    if (
+        len(v) != 2
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+        or not 2 <= v[0] <= v[1]
+    ):
+        return "must be [low, high] with 2 <= low <= high"
+    return None
+
+
+def _columns_key(role: str) -> Key:
+    return Key(str, None, help=f"source column holding the {role.replace('_', ' ')}; unset: recognised by name; "
+               "empty: not used")
+
+
+def _id_placeholders(v: Any) -> str | None:
+    if not all(isinstance(x, str) and x.strip() for x in v):
+        return "must be a list of non-blank texts"
+    return None
+
+
+def _names(v: Any) -> str | None:
+    return None if all(isinstance(x, str) and x for x in v) else "must be a list of column names"
+
+
+SCHEMA: dict[str, Key] = {
+    # Spark session
+    "spark.master": Key(str, None, help="Spark master (local[2], spark://host:7077); unset: spark-submit decides"),
+    "spark.app_name": Key(str, "custseg", help="Spark application name"),
+    "spark.driver_memory": Key(str, None, help="driver memory when custseg starts the JVM itself (local mode)"),
+    "spark.shuffle_partitions": Key(int, None, check=_positive, help="initial shuffle partitions (AQE coalesces them)"),
+    "spark.log_level": Key(str, "WARN", choices=("ERROR", "WARN", "INFO", "DEBUG"), help="JVM log level"),
+    # input
+    "input.path": Key(str, None, True, check=_non_blank,
+        help="file, folder or glob of the transaction log (or a Delta table path)"),
+    "input.format": Key(str, "csv", choices=INPUT_FORMATS, help="format of input.path"),
+    "input.timestamp_format": Key(str, "",
+        help="Spark datetime pattern of the timestamp column; empty: try common formats"),
+    "input.timezone": Key(str, "UTC", check=_timezone,
+        help="time zone of timestamps without an offset, and of purchase dates"),
+    "input.csv.delimiter": Key(str, ",", help="CSV field delimiter"),
+    "input.csv.header": Key(bool, True, help="CSV has a header row"),
+    "input.csv.encoding": Key(str, "UTF-8", help="CSV character encoding (e.g. ISO-8859-1)"),
+    **{f"input.columns.{r}": _columns_key(r) for r in C.ROLES},
+    "input.recognise_columns": Key(bool, True,
+        help="a role without input.columns.ROLE takes a column with a common name for it (CustomerID, "
+        "customer_id, InvoiceDate, ...); the log says which"),
+    # ingest
+    "ingest.mode": Key(str, "overwrite", choices=INGEST_MODES,
+        help="overwrite: the table becomes this input; append: add files not yet ingested"),
+    "ingest.future_tolerance_minutes": Key(int, 0, check=_non_negative,
+        help="timestamps later than job start plus this are quarantined"),
+    "ingest.earliest_date": Key(str, "1970-01-01", check=_iso_date,
+        help="timestamps before this date are quarantined (a mis-read format or a placeholder such as 0001-01-01)"),
+    "ingest.max_abs_amount": Key(float, 1e9, check=_positive,
+        help="lines whose |amount| (or |quantity x unit price|) exceeds this are quarantined as implausible"),
+    "ingest.max_abs_quantity": Key(float, 1e7, check=_positive, help="lines with a larger |quantity| are quarantined"),
+    "ingest.max_abs_unit_price": Key(float, 1e9, check=_positive,
+        help="lines with a larger |unit price| are quarantined"),
+    "ingest.missing_id_values": Key(list, ["null", "none", "nan", "n/a", "na", "#n/a", "-", "--", "?", "(null)",
+                                           "undefined", "nil", "unknown"], check=_id_placeholders,
+        help="customer and transaction ids equal to one of these (ignoring case and surrounding space) are missing"),
+    "ingest.raw_record_exclude": Key(list, [], check=_names,
+        help="source columns left out of the quarantine's raw_record (e.g. e-mail or card columns)"),
+    "ingest.claim_timeout_minutes": Key(int, 60, check=_non_negative,
+        help="append: files claimed by a run that has not finished for this long are taken over (that run died)"),
+    # features
+    "features.top_categories": Key(int, 10, check=_positive,
+        help="categories with their own spend share; the rest are 'other'"),
+    "features.top_channels": Key(int, 5, check=_positive,
+        help="channels with their own spend share; the rest are 'other'"),
+    "features.windows_days": Key(list, [30, 90, 365], check=_positive_ints,
+        help="trailing windows (days) for spend and transaction counts"),
+    # segmentation (used by the segment stage)
+    "segment.features": Key(list, [], help="feature columns to cluster on; empty: the default set"),
+    "segment.k_range": Key(list, [2, 10], check=_k_range, help="[low, high] k searched in model selection"),
+    "segment.algorithms": Key(list, list(ALGORITHMS), help="algorithms compared: kmeans, bisecting_kmeans"),
+    "segment.n_starts": Key(int, 3, check=_positive, help="seeded starts per candidate; the lowest cost is kept"),
+    "segment.max_iter": Key(int, 30, check=_positive, help="iterations per fit"),
+    "segment.min_segment_share": Key(float, 0.02, check=_fraction,
+        help="smallest acceptable segment, as a share of customers"),
+    "segment.selection_sample_rows": Key(int, 100_000, check=_positive,
+        help="model selection runs on a seeded sample of this many customers when there are more"),
+    "segment.rows_per_partition": Key(int, 250_000, check=_positive,
+        help="customers per partition of the clustering input (at least 2 partitions): the split depends on "
+        "the data and this key, never on the cluster"),
+    "segment.pca_components": Key(int, 0, check=_non_negative,
+        help="project onto this many principal components first; 0: no PCA"),
+    "segment.k": Key(int, 0, check=_non_negative,
+        help="fix k (skips selection when segment.algorithm is set too); 0: select"),
+    "segment.algorithm": Key(str, "", choices=("", *ALGORITHMS), help="fix the algorithm; empty: select"),
+    "segment.mode": Key(str, "fit", choices=SEGMENT_MODES,
+        help="fit: select and fit a model on the date's features; score: assign segments with a saved model "
+        "(segment.model)"),
+    "segment.model": Key(str, "latest",
+        help="the saved model scoring uses: a segment run id, or latest (the newest model fitted on or before "
+        "the as-of date)"),
+    "segment.model_root": Key(str, "", help="where fitted models are saved; empty: <output.root>/models"),
+    # output and run
+    "output.root": Key(str, None, True, check=_non_blank,
+        help="folder or URI under which every table lives as <output.root>/<table>"),
+    "run.seed": Key(int, 42, help="seed for sampling and model fitting"),
+    # sample data generator
+    "generate.path": Key(str, "data/sample/transactions.csv", check=_non_blank,
+        help="where `custseg generate` writes the log"),
+    "generate.truth_path": Key(str, "data/sample/truth", check=_non_blank,
+        help="where it writes each customer's planted group (Parquet)"),
+    "generate.format": Key(str, "csv", choices=GENERATE_FORMATS, help="format of the generated log"),
+    "generate.customers": Key(int, 5000, check=_positive, help="number of customers (about 54 invoice lines each)"),
+    "generate.seed": Key(int, 7, help="generator seed: same seed, same log"),
+    "generate.start_date": Key(str, "2022-01-01", check=_iso_date, help="first day of generated history"),
+    "generate.end_date": Key(str, "2024-12-31", check=_iso_date, help="last day of generated history"),
+    "generate.bad_row_fraction": Key(float, 0.002, check=_fraction,
+        help="share of rows deliberately broken to exercise the quarantine"),
+    "generate.partitions": Key(int, 0, check=_non_negative, help="output files; 0: sized to the data"),
+}
+
+REQUIRED_ONE_OF_AMOUNT = "input.columns.amount, or both input.columns.quantity and input.columns.unit_price"
