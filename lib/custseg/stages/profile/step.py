@@ -62,11 +62,16 @@ def run(spark: SparkSession, ctx: StageContext) -> ProfileResult:
         .join(segs.select(C.CUSTOMER_ID, C.SEGMENT_ID), C.CUSTOMER_ID)
     profiles = joined.transform(T.segment_profiles(profile_cols, centre_cols, seg_run)).select(
         F.lit(as_of).alias(C.AS_OF_DATE), "*", F.lit(model_run).alias(C.MODEL_RUN_ID))
-    path = cfg.table_path(C.TABLE_SEGMENT_PROFILES)
-    written = delta.replace_partition(profiles, path, C.TABLE_SEGMENT_PROFILES, as_of, ctx.run_id)
-    summary = (delta.read(spark, path, written).filter(F.col(C.AS_OF_DATE) == F.lit(as_of))
-               .select(C.SEGMENT_ID, "customers", "customer_share", "revenue_share").orderBy(C.SEGMENT_ID)
-               .collect())  # k + 1 rows
+    # the k + 1 rows computed (and conformed to the table) before the write, which is then the stage's last step:
+    # nothing after it can fail and leave the date's profiles replaced by a failed run
+    profiles = delta.conform(profiles, C.TABLE_SEGMENT_PROFILES).cache()
+    try:
+        summary = (profiles.select(C.SEGMENT_ID, "customers", "customer_share", "revenue_share")
+                   .orderBy(C.SEGMENT_ID).collect())
+        written = delta.replace_partition(profiles, cfg.table_path(C.TABLE_SEGMENT_PROFILES), C.TABLE_SEGMENT_PROFILES,
+                                          as_of, ctx.run_id)
+    finally:
+        profiles.unpersist()
     return ProfileResult(seg_run, model_run, [r.asDict() for r in summary],
                          reads={C.TABLE_SEGMENTS: seg_version, C.TABLE_CUSTOMER_FEATURES: feat_version},
                          writes={C.TABLE_SEGMENT_PROFILES: written})

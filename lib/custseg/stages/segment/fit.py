@@ -171,3 +171,22 @@ def check_customers(n_customers: int, as_of: dt.date) -> None:
     """At least two customers are needed to segment."""
     if n_customers < 2:
         raise SegmentationError(f"{n_customers} customer as of {as_of}: at least 2 are needed to segment")
+
+
+def check_k(p: FitParams, n_customers: int, as_of: dt.date) -> None:
+    """Refuse, before anything is fitted or written, a k that no candidate can reach: a model of k segments
+    needs at least k customers (in model selection's sample, when it samples)."""
+    smallest = min(k for _, k in p.grid())
+    if p.k:
+        key, asked = "segment.k", f"segment.k={p.k}"
+    else:
+        key, asked = "segment.k_range", f"segment.k_range=[{p.k_range[0]}, {p.k_range[1]}]"
+    fix = f"set {key} to {'at most' if p.k else 'start at or below'}"
+    if smallest > n_customers:
+        raise SegmentationError(f"{asked} asks for at least {smallest} segments but there are only {n_customers} "
+                                f"customers as of {as_of}: {fix} {n_customers}")
+    if n_customers > p.selection_sample_rows and smallest > p.selection_sample_rows:
+        raise SegmentationError(f"{asked} asks for at least {smallest} segments but model selection runs on a sample "
+                                f"of about {p.selection_sample_rows} of the {n_customers} customers as of {as_of} "
+                                f"(segment.selection_sample_rows): {fix} {p.selection_sample_rows}, or raise "
+                                "segment.selection_sample_rows")

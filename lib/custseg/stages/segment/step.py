@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,9 +101,10 @@ def usable_inputs(feats: DataFrame, cfg: Config) -> tuple[list[ModelInput], dict
     return kept, keys, non_finite
 
 
-def _params(cfg: Config, n_inputs: int) -> FIT.FitParams:
+def _params(cfg: Config, n_inputs: int | None) -> FIT.FitParams:
+    """The fit's settings; with `n_inputs`, segment.pca_components is capped at the number of inputs."""
     pca = cfg["segment.pca_components"]
-    if pca and pca > n_inputs:
+    if pca and n_inputs is not None and pca > n_inputs:
         log.warning("segment: segment.pca_components=%d but only %d features: using %d", pca, n_inputs, n_inputs)
         pca = n_inputs
     return FIT.FitParams(
@@ -133,26 +135,47 @@ def run(spark: SparkSession, ctx: StageContext) -> SegmentResult:
 
 
 def fit(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_version: int) -> SegmentResult:
-    """Select and fit a model, save its bundle, write segments (fitted) and model_selection."""
+    """Select and fit a model, save its bundle, write segments (fitted) and model_selection.
+
+    Everything that can refuse the run (too few customers, a k no candidate can reach, no usable model) is
+    decided before the first write. The writes then go largest first (the bundle, then segments, whose
+    assignment is the one computation left), the small tables last; when one of them fails, the ones
+    already made for the date are undone (`_Undo`), so a failed run leaves that date as it was.
+    """
     cfg, as_of = ctx.cfg, ctx.date
     n_customers = feats.count()
     FIT.check_customers(n_customers, as_of)
+    FIT.check_k(_params(cfg, None), n_customers, as_of)
     inputs, keys, non_finite = usable_inputs(feats, cfg)
     log.info("segment: %d customers, %d model inputs: %s", n_customers, len(inputs), ", ".join(i.name for i in inputs))
     fitted = FIT.fit(feats, n_customers, inputs, keys, _params(cfg, len(inputs)), as_of, ctx.run_id, features_version)
+    undo = _Undo(spark, as_of)
     try:
-        writes = {C.TABLE_MODEL_SELECTION: _write_model_selection(spark, ctx, fitted.candidates, fitted.sample_rows)}
         if fitted.model is None or fitted.chosen is None or fitted.segments is None:
-            raise SegmentationError(f"{fitted.rule}: no segmentation as of {as_of}")
+            raise SegmentationError(f"{fitted.rule}: no segmentation as of {as_of} "
+                                    f"({_outcomes(fitted.candidates)}); nothing written")
+        selection = _model_selection_rows(spark, ctx, fitted.candidates, fitted.sample_rows)
         bundle = fitted.model
         bundle.path = models.bundle_path(model_root(cfg), as_of, ctx.run_id)
-        bundle.save(spark)
         obs = Observation("segments")
         rows = _segments_rows(fitted.segments, ctx, ctx.run_id, C.ASSIGNMENT_FITTED).observe(
             obs, F.count(F.lit(1)).alias("rows"))
-        writes[C.TABLE_SEGMENTS] = delta.replace_partition(rows, cfg.table_path(C.TABLE_SEGMENTS), C.TABLE_SEGMENTS,
-                                                           as_of, ctx.run_id)
-        writes[C.TABLE_MODELS] = models.register(spark, cfg.table_path(C.TABLE_MODELS), bundle, n_customers)
+        writes: dict[str, int] = {}
+        try:
+            undo.directory(bundle.path)
+            bundle.save(spark)
+            seg_path = cfg.table_path(C.TABLE_SEGMENTS)
+            undo.partition(seg_path, C.TABLE_SEGMENTS)
+            writes[C.TABLE_SEGMENTS] = delta.replace_partition(rows, seg_path, C.TABLE_SEGMENTS, as_of, ctx.run_id)
+            ms_path = cfg.table_path(C.TABLE_MODEL_SELECTION)
+            undo.partition(ms_path, C.TABLE_MODEL_SELECTION)
+            writes[C.TABLE_MODEL_SELECTION] = delta.replace_partition(selection, ms_path, C.TABLE_MODEL_SELECTION,
+                                                                      as_of, ctx.run_id)
+            # the last write: the bundle becomes findable (score, profile) only once everything else is in place
+            writes[C.TABLE_MODELS] = models.register(spark, cfg.table_path(C.TABLE_MODELS), bundle, n_customers)
+        except BaseException:
+            undo.run()
+            raise
     finally:
         fitted.release()
     chosen = fitted.chosen
@@ -163,6 +186,63 @@ def fit(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_versi
     log.info("segment: %s k=%d, silhouette %.4f, sizes %s", result.algorithm, result.k,
              result.silhouette if result.silhouette is not None else float("nan"), result.segment_sizes)
     return result
+
+
+def _outcomes(candidates: list[Candidate]) -> str:
+    """The candidates' outcomes, for the one-line error of a selection that found nothing."""
+    text = "; ".join(f"{c.algorithm} k={c.k}: {c.outcome}" for c in candidates) or "no candidates"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+class _Undo:
+    """Puts back what a failing fit had already written for its date, newest first.
+
+    A table's partition gets the rows it had before the run (read at the version before the run's
+    write; removed when there was none); a bundle directory the run created is deleted. Each step is
+    best effort: a failure to undo is logged, and the original error is what the run reports.
+    """
+
+    def __init__(self, spark: SparkSession, as_of: dt.date) -> None:
+        self.spark = spark
+        self.as_of = as_of
+        self.steps: list[tuple[str, Callable[[], object]]] = []
+
+    def partition(self, path: str, name: str) -> None:
+        """Call before writing table `name`'s partition for the date."""
+        before = delta.version(self.spark, path)
+
+        def restore() -> None:
+            if delta.version(self.spark, path) == before:  # the write did not commit
+                return
+            if before is None:
+                delta.delete_where(self.spark, path, f"{C.AS_OF_DATE} = '{self.as_of}'")
+                return
+            old = delta.read(self.spark, path, before).filter(F.col(C.AS_OF_DATE) == F.lit(self.as_of))
+            if old.isEmpty():
+                delta.delete_where(self.spark, path, f"{C.AS_OF_DATE} = '{self.as_of}'")
+            else:
+                delta.replace_partition(old, path, name, self.as_of)
+
+        self.steps.append((f"{name} as of {self.as_of}", restore))
+
+    def directory(self, path: str) -> None:
+        """Call before saving a bundle at `path`: it is deleted on undo unless it was there before."""
+        jvm = self.spark.sparkContext._jvm
+        assert jvm is not None
+        hpath = jvm.org.apache.hadoop.fs.Path(path)
+        fs = hpath.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
+        if fs.exists(hpath):
+            return
+        self.steps.append((f"model bundle {path}", lambda: fs.delete(hpath, True)))
+
+    def run(self) -> None:
+        for what, step in reversed(self.steps):
+            try:
+                step()
+                log.warning("segment: the run failed: put back %s as it was", what)
+            except Exception:
+                log.error("segment: the run failed and %s could not be put back", what, exc_info=True)
+        self.steps.clear()
 
 
 def score(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_version: int) -> SegmentResult:
@@ -186,9 +266,8 @@ def score(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_ver
         reads={C.TABLE_CUSTOMER_FEATURES: features_version}, writes={C.TABLE_SEGMENTS: written})
 
 
-def _write_model_selection(spark: SparkSession, ctx: StageContext, candidates: list[Candidate], n_train: int) -> int:
+def _model_selection_rows(spark: SparkSession, ctx: StageContext, candidates: list[Candidate],
+                          n_train: int) -> DataFrame:
     rows = [(ctx.date, ctx.run_id, c.algorithm, c.k, c.seed, c.cost, c.silhouette, c.cluster_sizes, c.n_clusters,
              c.min_share, c.fit_seconds, c.starts, c.eligible, c.chosen, c.outcome, n_train) for c in candidates]
-    df = spark.createDataFrame(rows, catalog.MODEL_SELECTION_SCHEMA)
-    return delta.replace_partition(df, ctx.cfg.table_path(C.TABLE_MODEL_SELECTION), C.TABLE_MODEL_SELECTION,
-                                   ctx.date, ctx.run_id)
+    return spark.createDataFrame(rows, catalog.MODEL_SELECTION_SCHEMA)
