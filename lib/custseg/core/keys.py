@@ -115,6 +115,9 @@ SCHEMA: dict[str, Key] = {
     "input.csv.delimiter": Key(str, ",", help="CSV field delimiter"),
     "input.csv.header": Key(bool, True, help="CSV has a header row"),
     "input.csv.encoding": Key(str, "UTF-8", help="CSV character encoding (e.g. ISO-8859-1)"),
+    "input.csv.multiline": Key(bool, True,
+        help="a quoted CSV field may hold line breaks; false makes large CSV files splittable across tasks, and "
+        "is safe only when no quoted field holds a line break"),
     **{f"input.columns.{r}": _columns_key(r) for r in C.ROLES},
     "input.recognise_columns": Key(bool, True,
         help="a role without input.columns.ROLE takes a column with a common name for it (CustomerID, "

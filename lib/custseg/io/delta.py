@@ -58,7 +58,11 @@ def ensure(spark: SparkSession, path: str, name: str) -> None:
     if spec.schema is None or exists(spark, path):
         return
     empty = spark.createDataFrame([], spec.schema)
-    empty.write.format("delta").mode("append").partitionBy(*spec.partition_by).save(path)
+    try:
+        empty.write.format("delta").mode("append").partitionBy(*spec.partition_by).save(path)
+    except Exception as e:  # another run created it at the same moment: the table is there, as declared
+        if not (is_concurrent_change(e) and exists(spark, path)):
+            raise
     log.debug("created table %s at %s", name, path)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from custseg.core import columns as C
 from custseg.core.errors import InputError
+from custseg.io.sources import printable
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,6 @@ def _key(name: str) -> str:
     return re.sub(r"[\s_\-.]+", "", name).lower()
 
 
-def printable(text: str, limit: int = 60) -> str:
-    """A column name fit for a message: control and other unprintable characters as '?', cut to `limit`."""
-    clean = "".join(ch if ch.isprintable() else "?" for ch in text)
-    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
-
-
 @dataclass
 class ColumnMapping:
     """The resolved mapping: role -> source column, and one line per decision the user did not write."""
@@ -63,7 +58,7 @@ class ColumnMapping:
 def resolve(log_columns: Sequence[str], settings: Mapping[str, str | None], recognise: bool = True) -> ColumnMapping:
     """Map roles to the log's columns; raise InputError naming the key to set when a role cannot be filled."""
     present = list(log_columns)
-    shown = ", ".join(printable(c) for c in present) or "none"
+    shown = ", ".join(printable(c, 60) for c in present) or "none"
     missing = [f"input.columns.{role}={col!r}" for role, col in settings.items() if col and col not in present]
     if missing:
         raise InputError(f"input: mapped column not in the log: {'; '.join(missing)} (columns found: {shown})")
@@ -80,7 +75,7 @@ def resolve(log_columns: Sequence[str], settings: Mapping[str, str | None], reco
         if recognise and found is not None:
             out[role] = found
             taken.add(found)
-            notes.append(f"input.columns.{role}: using column {printable(found)!r} (recognised by its name)")
+            notes.append(f"input.columns.{role}: using column {printable(found, 60)!r} (recognised by its name)")
         elif role not in _REQUIRED and role not in (C.ROLE_AMOUNT, C.ROLE_QUANTITY, C.ROLE_UNIT_PRICE):
             notes.append(f"input.columns.{role}: no such column in the log; not used")
     for role in _REQUIRED:

@@ -68,6 +68,15 @@ def _check_timestamp_format(spark: SparkSession, cfg: Config) -> None:
 
 def run(spark: SparkSession, ctx: StageContext) -> IngestResult:
     """Validate the input, write clean rows to transactions and bad ones to quarantine, record the files."""
+    try:
+        return _run(spark, ctx)
+    except Exception as e:  # an input file Spark fails to read inside a job: one line naming it (sources)
+        if (err := sources.explain_read_error(e, ctx.cfg)) is not None:
+            raise err from None
+        raise
+
+
+def _run(spark: SparkSession, ctx: StageContext) -> IngestResult:
     cfg = ctx.cfg
     # timestamps without an offset are wall-clock times in input.timezone; dates are taken there too
     spark.conf.set("spark.sql.session.timeZone", cfg["input.timezone"])
