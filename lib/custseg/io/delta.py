@@ -60,9 +60,12 @@ def ensure(spark: SparkSession, path: str, name: str) -> None:
     empty = spark.createDataFrame([], spec.schema)
     try:
         empty.write.format("delta").mode("append").partitionBy(*spec.partition_by).save(path)
-    except Exception as e:  # another run created it at the same moment: the table is there, as declared
-        if not (is_concurrent_change(e) and exists(spark, path)):
+    except Exception as e:
+        # another run created it at the same moment (Delta refuses the second first commit): it is there now
+        # (a check right away can still see the cached, table-less state), so nothing is left to create
+        if not is_concurrent_change(e):
             raise
+        log.info("table %s was created by another run at the same moment", name)
     log.debug("created table %s at %s", name, path)
 
 
