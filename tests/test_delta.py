@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from pyspark.sql import functions as F
 
 from custseg.core import catalog, config
 from custseg.core import columns as C
@@ -88,3 +89,19 @@ def test_a_concurrent_commit_is_one_line_that_says_what_to_do() -> None:
                                           "were added to the root of the table by a concurrent update.\n\tat ...")
     assert cli._one_line(e) == delta.CONCURRENT_HINT
     assert cli._one_line(ValueError("x\ny")) == "ValueError: x"
+
+
+def test_a_table_from_an_earlier_custseg_gains_the_newly_declared_columns(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # a manifest written before `state` was declared
+    path = str(tmp_path / "ingested_files")
+    old = spark.createDataFrame([("file:/a.csv", "b1", "r1", dt.datetime(2024, 1, 1))],
+                                "file_path string, ingest_batch string, run_id string, ingested_at timestamp")
+    old.write.format("delta").save(path)
+    new = spark.createDataFrame([("file:/b.csv", "b2", "r2", dt.datetime(2024, 2, 1), "done")],
+                                catalog.INGESTED_FILES_SCHEMA)
+    delta.append(new, path, C.TABLE_INGESTED_FILES)
+    rows = {r[C.FILE_PATH]: r[C.FILE_STATE] for r in delta.read(spark, path).collect()}
+    assert rows == {"file:/a.csv": None, "file:/b.csv": "done"}
+    # still no other change: a column the declaration does not have is refused
+    with pytest.raises(StageError, match="unexpected: extra"):
+        delta.append(new.withColumn("extra", F.lit(1)), path, C.TABLE_INGESTED_FILES)
