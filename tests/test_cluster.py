@@ -562,15 +562,21 @@ def test_lost_worker_and_killed_driver(spark, cluster: Cluster, tmp_path: Path) 
     cluster.wait_idle()
     written_by_killed = _parquet_files(tx_dir) - files_before
     after_kill = {t: tables.version(spark, f"{root}/{t}") for t in watched}
-    assert after_kill == before, f"a table moved although its run was killed: {before} -> {after_kill}"
+    # the one commit a killed append leaves is its claim of batch 2's files in the manifest (state claimed)
+    claimed = {**before, C.TABLE_INGESTED_FILES: before[C.TABLE_INGESTED_FILES] + 1}  # type: ignore[operator]
+    assert after_kill == claimed, f"a table moved although its run was killed: {before} -> {after_kill}"
+    states = tables.read(spark, f"{root}/{C.TABLE_INGESTED_FILES}").groupBy(C.FILE_STATE).count().collect()
+    assert {r[0]: r[1] for r in states} == {"done": 2, "claimed": 2}
     assert tables.read(spark, f"{root}/{C.TABLE_TRANSACTIONS}").count() == rows_before
     print(f"\ndriver killed {killed.seconds} s into the run, with {len(new_at_kill)} of the batch's files written "
           f"({len(written_by_killed)} once it was dead); table versions stayed {before}")
 
     # --- 2. the next run recovers: batches 2 and 3 land once, then features (the undisturbed reference) --
     deliver("batch3")
+    # the crash is known: take its claims over at once (left alone, they would wait ingest.claim_timeout_minutes)
     recovery = cluster.submit("ingest-features", REPO / "jobs" / "run_pipeline.py",
-                              ["--conf", str(conf), "--only", "ingest", "--only", "features", "--as-of", str(AS_OF)],
+                              ["--conf", str(conf), "--only", "ingest", "--only", "features", "--as-of", str(AS_OF),
+                               "--set", "ingest.claim_timeout_minutes=0"],
                               ["--conf", "spark.ui.enabled=false"], cwd=tmp_path)
     assert recovery.wait(1800) == 0, recovery.tail()
     rec = _latest_run(spark, root)
