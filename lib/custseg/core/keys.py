@@ -140,7 +140,8 @@ SCHEMA: dict[str, Key] = {
     "ingest.raw_record_exclude": Key(list, [], check=_names,
         help="source columns left out of the quarantine's raw_record (e.g. e-mail or card columns)"),
     "ingest.claim_timeout_minutes": Key(int, 60, check=_non_negative,
-        help="append: files claimed by a run that has not finished for this long are taken over (that run died)"),
+        help="append: files claimed by a run that has not finished for this long are taken over (that run died); "
+        "keep it above your longest ingest"),
     # features
     "features.top_categories": Key(int, 10, check=_positive,
         help="categories with their own spend share; the rest are 'other'"),
