@@ -2,7 +2,8 @@
 
 A log that cannot be read (a file of another format, an empty file, files that disagree on a column's type)
 stops with a one-line `InputError` naming the file and what to do; some of these only show when the rows are
-read, inside a write job, and `explain_read_error` turns Spark's exception into that line there too.
+read, inside a write job: the ingest step passes every exception of the stage through `explain_read_error`,
+which turns Spark's into that line.
 """
 
 from __future__ import annotations
@@ -58,25 +59,20 @@ def read_raw(spark: SparkSession, cfg: Config, files: list[str] | None = None) -
     from pyspark.sql import functions as F
 
     fmt = cfg["input.format"]
-    try:
-        df = _load(spark, cfg, files)
-        if not df.columns:  # a CSV or JSON input with nothing in it
-            raise InputError(_empty(df.inputFiles(), cfg))
-        if fmt == "json" and df.columns == [spark.conf.get("spark.sql.columnNameOfCorruptRecord", "_corrupt_record")]:
-            raise InputError(f"input.path: {_path(cfg)} is not JSON (input.format=json): no line of it is a JSON "
-                             "object; set input.format to the log's format (csv, parquet, delta)")
-        if fmt == "csv" and cfg["input.csv.header"]:
-            _check_header(df.columns, cfg)
-        if C.SOURCE_FILE in df.columns:
-            raise InputError(f"input: the log already has a column named {C.SOURCE_FILE!r}, which custseg reserves")
-        df = df.withColumn(C.SOURCE_FILE, F.col("_metadata.file_path"))
-        if fmt == "parquet":
-            df = parquet_nanos.as_timestamps(spark, df, files if files is not None else df.inputFiles())
-        return df
-    except Exception as e:
-        if (err := explain_read_error(e, cfg)) is not None:
-            raise err from None
-        raise
+    df = _load(spark, cfg, files)
+    if not df.columns:  # a CSV or JSON input with nothing in it
+        raise InputError(_empty(df.inputFiles(), cfg))
+    if fmt == "json" and df.columns == [spark.conf.get("spark.sql.columnNameOfCorruptRecord", "_corrupt_record")]:
+        raise InputError(f"input.path: {_path(cfg)} is not JSON (input.format=json): no line of it is a JSON "
+                         "object; set input.format to the log's format (csv, parquet, delta)")
+    if fmt == "csv" and cfg["input.csv.header"]:
+        _check_header(df.columns, cfg)
+    if C.SOURCE_FILE in df.columns:
+        raise InputError(f"input: the log already has a column named {C.SOURCE_FILE!r}, which custseg reserves")
+    df = df.withColumn(C.SOURCE_FILE, F.col("_metadata.file_path"))
+    if fmt == "parquet":
+        df = parquet_nanos.as_timestamps(spark, df, files if files is not None else df.inputFiles())
+    return df
 
 
 def _load(spark: SparkSession, cfg: Config, files: list[str] | None) -> DataFrame:
@@ -157,12 +153,7 @@ def list_input_files(spark: SparkSession, cfg: Config) -> list[str]:
     if cfg["input.format"] == "delta":
         raise InputError("ingest.mode: append reads new files and needs a file input (csv, parquet, json); "
                          "ingest a Delta source with ingest.mode=overwrite")
-    try:
-        return sorted(_load(spark, cfg, None).inputFiles())
-    except Exception as e:
-        if (err := explain_read_error(e, cfg)) is not None:
-            raise err from None
-        raise
+    return sorted(_load(spark, cfg, None).inputFiles())
 
 
 # --- Spark's read failures as one line --------------------------------------------------------------------

@@ -107,7 +107,7 @@ def claim(spark: SparkSession, cfg: Config, files: list[str], batch: str, run_id
                                      f"({C.TABLE_INGESTED_FILES}); nothing was written: run again") from None
                 raise
             log.info("ingest: another run claimed files at the same time; looking again (%d)", attempt)
-            time.sleep(0.2 * attempt)
+            time.sleep(0.2 * attempt)  # back off a little: the other run is committing the same table
     owned = [r[C.FILE_PATH] for r in entries(spark, cfg) if r[C.INGEST_BATCH] == batch]
     if len(owned) < len(todo):
         log.warning("ingest: %d of the new files were claimed by another run meanwhile; this run adds the "
@@ -136,7 +136,6 @@ def release(spark: SparkSession, cfg: Config, batch: str) -> None:
         delta.delete_where(spark, path, f"{condition} AND {C.FILE_STATE} = '{CLAIMED}'")
 
 
-def overwrite(spark: SparkSession, cfg: Config, files: list[str], batch: str, run_id: str,
-              now: dt.datetime) -> DataFrame:
+def overwrite(spark: SparkSession, files: list[str], batch: str, run_id: str, now: dt.datetime) -> DataFrame:
     """The manifest rows of an overwrite: every input file, done."""
     return spark.createDataFrame([(f, batch, run_id, now, DONE) for f in files], catalog.INGESTED_FILES_SCHEMA)

@@ -154,7 +154,7 @@ def _ingest(spark: SparkSession, ctx: StageContext, files: list[str] | None) -> 
     writes[C.TABLE_QUARANTINE] = write(quarantined, cfg.table_path(C.TABLE_QUARANTINE), C.TABLE_QUARANTINE,
                                        ctx.run_id)
     if mode == "overwrite":
-        rows = manifest.overwrite(spark, cfg, input_files, batch, ctx.run_id, ctx.started)
+        rows = manifest.overwrite(spark, input_files, batch, ctx.run_id, ctx.started)
         writes[C.TABLE_INGESTED_FILES] = delta.overwrite(rows, cfg.table_path(C.TABLE_INGESTED_FILES),
                                                          C.TABLE_INGESTED_FILES, ctx.run_id)
     by_reason = {code: int(counts[code]) for code in C.REASON_CODES if counts[code]}

@@ -217,11 +217,9 @@ class _Undo:
             if before is None:
                 delta.delete_where(self.spark, path, f"{C.AS_OF_DATE} = '{self.as_of}'")
                 return
+            # the date's rows at the version before (none: the replacement just removes the run's rows)
             old = delta.read(self.spark, path, before).filter(F.col(C.AS_OF_DATE) == F.lit(self.as_of))
-            if old.isEmpty():
-                delta.delete_where(self.spark, path, f"{C.AS_OF_DATE} = '{self.as_of}'")
-            else:
-                delta.replace_partition(old, path, name, self.as_of)
+            delta.replace_partition(old, path, name, self.as_of)
 
         self.steps.append((f"{name} as of {self.as_of}", restore))
 
