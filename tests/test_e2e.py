@@ -96,9 +96,15 @@ def test_model_selection_scores_both_algorithms_and_records_the_choice(spark, sa
     assert len(chosen) == 1
     for r in ms:
         assert r["silhouette"] is not None and -1.0 <= r["silhouette"] <= 1.0 and math.isfinite(r["silhouette"])
-        assert r["starts"] == 2 and r["cost"] > 0 and sum(r["cluster_sizes"]) == r["sample_rows"]
+        assert r["cost"] > 0 and sum(r["cluster_sizes"]) == r["sample_rows"]
+        assert r["max_iter"] == (10 if r["algorithm"] == "bisecting_kmeans" else 20)  # fewer while selecting
     best_eligible = max((r for r in ms if r["eligible"]), key=lambda r: r["silhouette"])
     assert chosen[0]["silhouette"] == best_eligible["silhouette"]
+    # the second start went only to the candidates within segment.restart_margin of the best first start,
+    # the chosen one among them; the others kept their first start
+    assert chosen[0]["starts"] == 2
+    assert {r["starts"] for r in ms} == {1, 2}
+    assert all(r["seed"] == 42 for r in ms if r["starts"] == 1)
     seg = sample_run["summary"].results["segment"]
     assert (seg.algorithm, seg.k) == (chosen[0]["algorithm"], chosen[0]["k"])
 

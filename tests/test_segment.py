@@ -224,3 +224,72 @@ def test_fit_chooses_the_planted_k_numbers_segments_by_spend_and_maps_centres_ba
             assert centre[C.GROSS_SPEND] == pytest.approx(math.expm1(sum(map(math.log1p, spends)) / 40), rel=1e-6)
     finally:
         fitted.release()
+
+
+def _scored(k: int, sil: float | None, eligible: bool = True) -> select.Candidate:
+    return select.Candidate("kmeans", k, silhouette=sil, eligible=eligible)
+
+
+def test_contenders_are_the_candidates_near_the_best_eligible_silhouette() -> None:
+    cands = [_scored(2, 0.50), _scored(3, 0.70), _scored(4, 0.66), _scored(5, 0.649), _scored(6, 0.80, eligible=False),
+             _scored(7, None, eligible=False)]
+    # the bar is the best *eligible* silhouette (0.70) less the margin: 0.65; an ineligible 0.80 is above it
+    assert select.contenders(cands, 0.05) == [1, 2, 4]
+    assert select.contenders(cands, 0.0) == [1, 4]
+    assert select.contenders(cands, 2.0) == [0, 1, 2, 3, 4]  # every scored candidate: the full search
+    # nothing eligible: the bar follows the best scored candidate
+    assert select.contenders([_scored(2, 0.3, False), _scored(3, 0.5, False)], 0.1) == [1]
+    assert select.contenders([_scored(2, None, False)], 0.1) == []
+
+
+def _selection_matrix(spark):  # type: ignore[no-untyped-def]
+    specs = preprocess.model_inputs([C.RECENCY_DAYS, C.N_TRANSACTIONS, C.RETURN_RATE, C.GAP_MEAN_DAYS], {})
+    laid_out = _planted_features(spark, 600).transform(preprocess.with_canonical_layout(2))
+    prep = preprocess.preprocessing_pipeline(specs).fit(laid_out)
+    return prep.transform(laid_out).select(C.CUSTOMER_ID, C.SCALED_VECTOR).cache()
+
+
+def _row(c: select.Candidate) -> tuple:  # type: ignore[type-arg]
+    return (c.algorithm, c.k, c.seed, c.cost, c.silhouette, c.cluster_sizes, c.starts, c.max_iter, c.eligible)
+
+
+def test_search_gives_the_same_candidates_whatever_the_parallelism(spark) -> None:  # type: ignore[no-untyped-def]
+    matrix = _selection_matrix(spark)
+    grid = [("kmeans", 2), ("kmeans", 3), ("kmeans", 5), ("bisecting_kmeans", 3), ("bisecting_kmeans", 4)]
+    try:
+        runs = {}
+        for parallelism in (1, 3):
+            search = select.Search((42, 43, 44), 20, 5, 0.0, 0.05, parallelism)
+            cands, models_ = select.search(matrix, grid, 600, C.SCALED_VECTOR, search)
+            runs[parallelism] = [_row(c) for c in cands]
+            assert set(models_) == set(grid)
+        # the full search (every candidate gets every start) is the old path, candidate by candidate
+        full, _ = select.search(matrix, grid, 600, C.SCALED_VECTOR, select.Search((42, 43, 44), 20, 5, 0.0, 2.0, 3))
+        one_by_one = [select.fit_and_score(a, k, matrix, C.SCALED_VECTOR, [42, 43, 44], 5 if a != "kmeans" else 20,
+                                           0.0)[1] for a, k in grid]
+    finally:
+        matrix.unpersist()
+    assert runs[1] == runs[3]
+    rows = runs[1]
+    assert [r[7] for r in rows] == [20, 20, 20, 5, 5]  # BisectingKMeans selects with its fewer iterations
+    assert {r[6] for r in rows} == {1, 3}  # only the contenders got the other starts
+    assert [_row(c) for c in full] == [_row(c) for c in one_by_one]
+    assert all(r[6] == 3 for r in map(_row, full))
+
+
+def test_parallel_raises_the_first_failure_and_runs_nothing_after_it(spark) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    ran: list[int] = []
+
+    def ok(i: int) -> None:
+        time.sleep(0.2)
+        ran.append(i)
+
+    def boom() -> None:
+        raise ValueError("candidate failed")
+
+    with pytest.raises(ValueError, match="candidate failed"):
+        select.parallel(spark, [boom, *[lambda i=i: ok(i) for i in range(20)]], 2)
+    # at most the tasks already running beside the failure (one per worker) finish; the queued ones never start
+    assert len(ran) <= 2

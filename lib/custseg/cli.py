@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="override one configuration key, e.g. --set input.path=my.csv (repeatable)")
     common.add_argument("--as-of", metavar="YYYY-MM-DD", dest="as_of",
                         help="features cut-off date, inclusive (default: latest transaction date)")
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    common.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and every JVM warning (spark.quiet_logs=false)")
 
     p = argparse.ArgumentParser(prog="custseg", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     known: config.Config | None = None  # for redacting the error line: None until the configuration loads
     try:
         overrides = list(args.overrides)
+        if args.verbose:  # everything, the JVM's routine warnings too
+            overrides.append("spark.quiet_logs=false")
         if args.command == "score":  # the segment stage in score mode, with the model named on the command line
             overrides += ["segment.mode=score", f"segment.model={args.model}"]
         known = cfg = config.load(args.conf, overrides)

@@ -56,6 +56,7 @@ MODEL_SELECTION_SCHEMA = _fields(
     (C.AS_OF_DATE, _DATE), (C.RUN_ID, _S), ("algorithm", _S), ("k", _I), ("seed", _L), ("cost", _D),
     ("silhouette", _D), ("cluster_sizes", T.ArrayType(_L)), ("n_clusters", _I), ("min_share", _D),
     ("fit_seconds", _D), ("starts", _I), ("eligible", _B), ("chosen", _B), ("outcome", _S), ("sample_rows", _L),
+    ("max_iter", _I),
 )
 
 MODELS_SCHEMA = _fields(

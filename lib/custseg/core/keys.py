@@ -104,6 +104,9 @@ SCHEMA: dict[str, Key] = {
     "spark.driver_memory": Key(str, None, help="driver memory when custseg starts the JVM itself (local mode)"),
     "spark.shuffle_partitions": Key(int, None, check=_positive, help="initial shuffle partitions (AQE coalesces them)"),
     "spark.log_level": Key(str, "WARN", choices=("ERROR", "WARN", "INFO", "DEBUG"), help="JVM log level"),
+    "spark.quiet_logs": Key(bool, True,
+        help="drop the JVM's routine warnings (MLlib's double-caching note, native library fallbacks, the "
+        "loopback-address notice, plan truncation) with custseg's log4j2 configuration; -v sets it false"),
     # input
     "input.path": Key(str, None, True, check=_non_blank,
         help="file, folder or glob of the transaction log (or a Delta table path)"),
@@ -154,7 +157,16 @@ SCHEMA: dict[str, Key] = {
     "segment.k_range": Key(list, [2, 10], check=_k_range, help="[low, high] k searched in model selection"),
     "segment.algorithms": Key(list, list(ALGORITHMS), help="algorithms compared: kmeans, bisecting_kmeans"),
     "segment.n_starts": Key(int, 3, check=_positive, help="seeded starts per candidate; the lowest cost is kept"),
-    "segment.max_iter": Key(int, 30, check=_positive, help="iterations per fit"),
+    "segment.max_iter": Key(int, 30, check=_positive, help="iterations per fit (at most; KMeans stops when it "
+        "converges, BisectingKMeans runs them all at every split)"),
+    "segment.bisecting_selection_max_iter": Key(int, 10, check=_positive,
+        help="BisectingKMeans' iterations per split while selecting; the chosen model is refitted with "
+        "segment.max_iter"),
+    "segment.restart_margin": Key(float, 0.05, check=_non_negative,
+        help="every candidate gets one start; those whose silhouette is within this of the best candidate's "
+        "get the other segment.n_starts - 1 (2: every candidate gets every start)"),
+    "segment.parallelism": Key(int, 4, check=_positive,
+        help="candidate fits run at once (Spark jobs from several threads); the result does not depend on it"),
     "segment.min_segment_share": Key(float, 0.02, check=_fraction,
         help="smallest acceptable segment, as a share of customers"),
     "segment.selection_sample_rows": Key(int, 100_000, check=_positive,

@@ -29,6 +29,9 @@ BASE_CONF: dict[str, str] = {
     "spark.databricks.delta.schema.autoMerge.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.session.timeZone": "UTC",
+    # model selection fits candidates from several threads, each in its own pool: FAIR shares the cores
+    # between them instead of running one thread's jobs to the end first
+    "spark.scheduler.mode": "FAIR",
 }
 
 
@@ -50,6 +53,7 @@ def build_session(cfg: Config, app_suffix: str = "") -> SparkSession:
     spark-submit the jars come with `--jars`/`--packages`; the master is whatever spark-submit chose
     unless `spark.master` is set.
     """
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(f"{cfg['spark.app_name']}{'-' + app_suffix if app_suffix else ''}")
@@ -69,13 +73,43 @@ def build_session(cfg: Config, app_suffix: str = "") -> SparkSession:
                 "or submit with --jars/--packages"
             )
         conf["spark.jars"] = ",".join(jars)
+    jvm_running = "PYSPARK_GATEWAY_PORT" in os.environ or SparkContext._active_spark_context is not None
+    if cfg["spark.quiet_logs"] and not jvm_running:
+        _quiet_at_launch(conf)
     for k, v in conf.items():
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
+    if cfg["spark.quiet_logs"] and jvm_running:
+        _quiet_running_jvm(spark)
     spark.sparkContext.setLogLevel(cfg["spark.log_level"])
     log.info("spark %s, master %s, %d default parallelism", spark.version, spark.sparkContext.master,
              spark.sparkContext.defaultParallelism)
     return spark
+
+
+LOG4J2_FILE = Path(__file__).with_name("log4j2.properties")
+_LOG4J2_PROPERTY = "log4j2.configurationFile"
+
+
+def _quiet_at_launch(conf: dict[str, str]) -> None:
+    """Start the JVM with custseg's log4j2 configuration, unless its options name one already."""
+    opts = conf.get("spark.driver.extraJavaOptions", "")
+    if _LOG4J2_PROPERTY not in opts and LOG4J2_FILE.is_file():
+        conf["spark.driver.extraJavaOptions"] = f"{opts} -D{_LOG4J2_PROPERTY}={LOG4J2_FILE.as_uri()}".strip()
+
+
+def _quiet_running_jvm(spark: SparkSession) -> None:
+    """Under spark-submit the driver's JVM is already running: switch it to custseg's log4j2 configuration
+    when it runs on Spark's built-in defaults (never over a configuration the user or cluster gave)."""
+    try:
+        jvm = spark.sparkContext._jvm
+        assert jvm is not None
+        if not jvm.org.apache.spark.internal.Logging.islog4j2DefaultConfigured() or not LOG4J2_FILE.is_file():
+            return
+        context = jvm.org.apache.logging.log4j.LogManager.getContext(False)
+        context.setConfigLocation(jvm.java.net.URI(LOG4J2_FILE.as_uri()))
+    except Exception:  # a logging nicety: never a reason to fail a run
+        log.debug("could not apply custseg's log4j2 configuration to the running JVM", exc_info=True)
 
 
 def _jars_given(conf: dict[str, str]) -> bool:

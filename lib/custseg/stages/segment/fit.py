@@ -40,6 +40,9 @@ class FitParams:
     algorithm: str
     k_range: tuple[int, int]
     algorithms: tuple[str, ...]
+    bisecting_selection_max_iter: int = 10
+    restart_margin: float = 0.05
+    parallelism: int = 4
 
     def grid(self) -> list[tuple[str, int]]:
         """The (algorithm, k) candidates to try."""
@@ -48,6 +51,13 @@ class FitParams:
         ks = [self.k] if self.k else list(range(self.k_range[0], self.k_range[1] + 1))
         algos = [self.algorithm] if self.algorithm else list(self.algorithms)
         return [(a, k) for a in algos for k in ks]
+
+    def seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.n_starts)]
+
+    def search(self) -> S.Search:
+        return S.Search(tuple(self.seeds()), self.max_iter, self.bisecting_selection_max_iter,
+                        self.min_segment_share, self.restart_margin, self.parallelism)
 
 
 @dataclass
@@ -60,6 +70,7 @@ class Fitted:
     rule: str
     sample_rows: int
     silhouette: float | None = None
+    cost: float | None = None
     sizes: list[int] = field(default_factory=list)
     segments: DataFrame | None = None  # customer_id, segment_id, distance (reads the cached matrix)
     _cached: list[DataFrame] = field(default_factory=list)
@@ -71,22 +82,28 @@ class Fitted:
         self._cached.clear()
 
 
-def _select(train: DataFrame, n_train: int, fcol: str, p: FitParams) -> tuple[list[S.Candidate], dict[Any, Any]]:
-    seeds = [p.seed + i for i in range(p.n_starts)]
-    candidates: list[S.Candidate] = []
-    models: dict[tuple[str, int], Any] = {}
-    for algo, k in p.grid():
-        if k > n_train:
-            candidates.append(S.Candidate(algo, k, outcome=f"skipped: fewer customers ({n_train}) than k"))
-            log.warning("segment: %s k=%d skipped: only %d customers", algo, k, n_train)
-            continue
-        model, c = S.fit_and_score(algo, k, train, fcol, seeds, p.max_iter, p.min_segment_share)
-        log.info("segment: %-16s k=%-3d silhouette %s cost %.1f smallest %s (%s) %.1f s", algo, k,
-                 f"{c.silhouette:.4f}" if c.silhouette is not None else "-", c.cost or 0.0,
-                 f"{c.min_share:.2%}" if c.min_share is not None else "-", c.outcome, c.fit_seconds)
-        candidates.append(c)
-        models[(algo, k)] = model
-    return candidates, models
+def _final(chosen: S.Candidate, model: Any, matrix: DataFrame, sampled: bool, fcol: str,
+           p: FitParams) -> tuple[Any, S.Candidate]:
+    """The chosen candidate's model for all customers.
+
+    Selected on a sample: refitted on every customer from all its starts, at full iterations. Selected on
+    every customer with fewer iterations (BisectingKMeans): its winning start refitted at full iterations,
+    kept unless that refit no longer meets the rule (fewer clusters, a segment below the minimum share).
+    """
+    if sampled:
+        return S.fit_and_score(chosen.algorithm, chosen.k, matrix, fcol, p.seeds(), p.max_iter, p.min_segment_share)
+    if chosen.max_iter >= p.max_iter or chosen.seed is None:
+        return model, chosen
+    refit, final = S.fit_and_score(chosen.algorithm, chosen.k, matrix, fcol, [chosen.seed], p.max_iter,
+                                   p.min_segment_share)
+    if chosen.eligible and not final.eligible:
+        log.warning("segment: the refit of %s k=%d at %d iterations %s: keeping the selection's fit (%d iterations)",
+                    chosen.algorithm, chosen.k, p.max_iter, final.outcome, chosen.max_iter)
+        return model, chosen
+    log.info("segment: refitted %s k=%d at %d iterations: silhouette %.4f -> %s", chosen.algorithm, chosen.k,
+             p.max_iter, chosen.silhouette or float("nan"),
+             f"{final.silhouette:.4f}" if final.silhouette is not None else "-")
+    return refit, final
 
 
 def fit(features_df: DataFrame, n_customers: int, inputs: list[ModelInput], map_keys: dict[str, list[str]],
@@ -117,7 +134,7 @@ def fit(features_df: DataFrame, n_customers: int, inputs: list[ModelInput], map_
     if p.k and p.algorithm:
         log.info("segment: algorithm and k fixed by config: %s k=%d", p.algorithm, p.k)
     try:
-        candidates, models = _select(train, n_train, fcol, p)
+        candidates, models = S.search(train, p.grid(), n_train, fcol, p.search())
     except BaseException:
         matrix.unpersist()
         raise
@@ -133,12 +150,8 @@ def fit(features_df: DataFrame, n_customers: int, inputs: list[ModelInput], map_
     log.info("segment: chose %s k=%d (%s)", chosen.algorithm, chosen.k, rule)
     if rule.startswith("no candidate met"):
         log.warning("segment: %s", rule)
-    model, silhouette = models[(chosen.algorithm, chosen.k)], chosen.silhouette
-    if sampled:
-        seeds = [p.seed + i for i in range(p.n_starts)]
-        model, final = S.fit_and_score(chosen.algorithm, chosen.k, matrix, fcol, seeds, p.max_iter,
-                                       p.min_segment_share)
-        silhouette = final.silhouette
+    model, final = _final(chosen, models[(chosen.algorithm, chosen.k)], matrix, sampled, fcol, p)
+    silhouette = final.silhouette
     centers = [list(map(float, c)) for c in model.clusterCenters()]
     predicted = model.transform(matrix)
     # order ids by mean gross spend per cluster (k rows)
@@ -155,7 +168,7 @@ def fit(features_df: DataFrame, n_customers: int, inputs: list[ModelInput], map_
         k=chosen.k, clustering_col=fcol, inputs=list(inputs), cluster_to_segment=relabel,
         map_keys={c: keys for c, keys in map_keys.items() if c in used_maps}, centroids_model=by_segment,
         centroids_original=[original_units(pipeline, inputs, c) for c in by_segment],
-        metrics={"silhouette": silhouette, "cost": chosen.cost, "selection_rule": rule,
+        metrics={"silhouette": silhouette, "cost": final.cost, "selection_rule": rule,
                  "selection_sample_rows": n_train, "customers": n_customers},
         custseg_version=__version__, created_at=dt.datetime.now(dt.UTC).isoformat())
     sizes = [0] * len(centers)
@@ -163,6 +176,7 @@ def fit(features_df: DataFrame, n_customers: int, inputs: list[ModelInput], map_
         sizes[relabel[idx]] = int(size)
     bundle = SegmentationModel(pipeline, meta)
     fitted_model.model, fitted_model.silhouette, fitted_model.sizes = bundle, silhouette, sizes
+    fitted_model.cost = final.cost
     fitted_model.segments = bundle.assign_predicted(predicted)
     return fitted_model
 

@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 from pyspark.ml.clustering import BisectingKMeans, KMeans
 from pyspark.ml.evaluation import ClusteringEvaluator
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.util import inheritable_thread_target
 
 from custseg.io.models import PREDICTION
 
@@ -40,6 +45,7 @@ class Candidate:
     min_share: float | None = None
     fit_seconds: float = 0.0
     starts: int = 0
+    max_iter: int = 0
     eligible: bool = False
     chosen: bool = False
     outcome: str = "ok"
@@ -78,33 +84,26 @@ def _fit(algorithm: str, k: int, seed: int, max_iter: int, features_col: str, df
         return make_estimator(algorithm, k, seed, max_iter, features_col, solver="row").fit(df)
 
 
-def fit_and_score(
-    algorithm: str, k: int, df: DataFrame, features_col: str, seeds: Sequence[int], max_iter: int,
-    min_segment_share: float,
-) -> tuple[Any, Candidate]:
-    """Fit one candidate from several seeded starts, keep the lowest cost, and score it.
+def _fit_start(algorithm: str, k: int, seed: int, max_iter: int, features_col: str, df: DataFrame) -> tuple[Any, float]:
+    model = _fit(algorithm, k, seed, max_iter, features_col, df)
+    return model, float(model.summary.trainingCost)
 
-    The same path serves KMeans and BisectingKMeans: same input, same evaluator, same metrics. `df`
-    should be cached by the caller (it is read once per start and once for the silhouette).
-    """
-    cand = Candidate(algorithm, k)
-    t0 = time.perf_counter()
-    best = None
-    for seed in seeds:
-        model = _fit(algorithm, k, seed, max_iter, features_col, df)
-        cost = float(model.summary.trainingCost)
-        cand.starts += 1
-        # starts that reach the same optimum differ in cost only by the order of floating-point sums, which
-        # follows the partitioning: such ties keep the earlier seed, so local mode and a cluster agree
-        if best is None or cost < best[1] - COST_TIE_TOLERANCE * abs(best[1]):
-            best = (model, cost, seed)
-    assert best is not None
-    model, cand.cost, cand.seed = best
+
+def _better(cost: float, best: float) -> bool:
+    """Starts that reach the same optimum differ in cost only by the order of floating-point sums, which
+    follows the partitioning: such ties keep the earlier seed, so local mode and a cluster agree."""
+    return cost < best - COST_TIE_TOLERANCE * abs(best)
+
+
+def score(model: Any, cand: Candidate, df: DataFrame, features_col: str, min_segment_share: float) -> None:
+    """Fill `cand` from its kept start: cluster sizes, silhouette (ClusteringEvaluator, squared Euclidean),
+    eligibility and outcome."""
     cand.cluster_sizes = [int(s) for s in model.summary.clusterSizes]
     produced = [s for s in cand.cluster_sizes if s > 0]
     cand.n_clusters = len(produced)
     total = sum(produced)
     cand.min_share = (min(produced) / total) if total else None
+    cand.silhouette, cand.outcome = None, "ok"
     if cand.n_clusters < 2:
         cand.outcome = "degenerate: a single cluster"
     else:
@@ -114,16 +113,179 @@ def fit_and_score(
         cand.silhouette = sil if math.isfinite(sil) else None
         if cand.silhouette is None:
             cand.outcome = "degenerate: silhouette not finite"
-        elif cand.n_clusters < k:
+        elif cand.n_clusters < cand.k:
             cand.outcome = f"fewer clusters than k ({cand.n_clusters})"
     cand.eligible = (
         cand.silhouette is not None and cand.min_share is not None and cand.min_share >= min_segment_share
-        and cand.n_clusters == k
+        and cand.n_clusters == cand.k
     )
     if cand.silhouette is not None and not cand.eligible and cand.outcome == "ok":
         cand.outcome = f"smallest segment {cand.min_share:.3%} below {min_segment_share:.1%}"
+
+
+def fit_and_score(
+    algorithm: str, k: int, df: DataFrame, features_col: str, seeds: Sequence[int], max_iter: int,
+    min_segment_share: float,
+) -> tuple[Any, Candidate]:
+    """Fit one candidate from several seeded starts, keep the lowest cost, and score it.
+
+    The same path serves KMeans and BisectingKMeans: same input, same evaluator, same metrics. `df`
+    should be cached by the caller (it is read once per start and once for the silhouette).
+    """
+    cand = Candidate(algorithm, k, max_iter=max_iter)
+    t0 = time.perf_counter()
+    best = None
+    for seed in seeds:
+        model, cost = _fit_start(algorithm, k, seed, max_iter, features_col, df)
+        cand.starts += 1
+        if best is None or _better(cost, best[1]):
+            best = (model, cost, seed)
+    assert best is not None
+    model, cand.cost, cand.seed = best
+    score(model, cand, df, features_col, min_segment_share)
     cand.fit_seconds = round(time.perf_counter() - t0, 3)
     return model, cand
+
+
+# --- the search: every candidate's first start, then the other starts where they can change the choice ---
+
+@dataclass(frozen=True)
+class Search:
+    """How model selection spends its fits (segment.* settings)."""
+
+    seeds: tuple[int, ...]  # the starts a candidate can get, in order; the first is every candidate's
+    max_iter: int
+    bisecting_max_iter: int  # BisectingKMeans' iterations per split during selection
+    min_segment_share: float
+    restart_margin: float  # candidates this close to the best first-start silhouette get the other starts
+    parallelism: int  # fits running at once
+
+    def iterations(self, algorithm: str) -> int:
+        return min(self.max_iter, self.bisecting_max_iter) if algorithm == "bisecting_kmeans" else self.max_iter
+
+
+def contenders(candidates: Sequence[Candidate], margin: float) -> list[int]:
+    """Indexes of the candidates that further starts could make the choice: silhouette within `margin` of
+    the best eligible candidate's (of the best scored one's when none is eligible)."""
+    scored = [c.silhouette for c in candidates if c.silhouette is not None]
+    eligible = [c.silhouette for c in candidates if c.eligible and c.silhouette is not None]
+    if not scored:
+        return []
+    bar = max(eligible or scored) - margin
+    return [i for i, c in enumerate(candidates) if c.silhouette is not None and c.silhouette >= bar]
+
+
+def search(df: DataFrame, grid: Sequence[tuple[str, int]], n_rows: int, features_col: str,
+           s: Search) -> tuple[list[Candidate], dict[tuple[str, int], Any]]:
+    """Model selection over `grid` on the cached `df` of `n_rows` rows.
+
+    1. Every candidate's first start is fitted and scored (up to `s.parallelism` at once).
+    2. The contenders (`contenders`) get the remaining starts; each keeps its lowest-cost start (ties:
+       the earlier seed) and is scored again if that start changed.
+    Each fit depends only on the data and its seed, never on which thread ran it or when: the same input
+    gives the same candidates, and the results are gathered in grid order.
+    """
+    cands = [Candidate(a, k, max_iter=s.iterations(a)) for a, k in grid]
+    models: dict[int, tuple[Any, float]] = {}
+    todo = []
+    for i, c in enumerate(cands):
+        if c.k > n_rows:
+            c.outcome = f"skipped: fewer customers ({n_rows}) than k"
+            log.warning("segment: %s k=%d skipped: only %d customers", c.algorithm, c.k, n_rows)
+        else:
+            todo.append(i)
+
+    def first(i: int) -> None:
+        c = cands[i]
+        t0 = time.perf_counter()
+        models[i] = _fit_start(c.algorithm, c.k, s.seeds[0], c.max_iter, features_col, df)
+        c.seed, c.cost, c.starts = s.seeds[0], models[i][1], 1
+        score(models[i][0], c, df, features_col, s.min_segment_share)
+        c.fit_seconds = round(time.perf_counter() - t0, 3)
+        _log(c, "first start")
+
+    parallel(df.sparkSession, [partial(first, i) for i in todo], s.parallelism)
+    more = contenders([cands[i] for i in todo], s.restart_margin) if len(s.seeds) > 1 else []
+    chosen_few = [todo[j] for j in more]
+    extra: dict[tuple[int, int], tuple[Any, float, float]] = {}
+
+    def another(i: int, seed: int) -> None:
+        c = cands[i]
+        t0 = time.perf_counter()
+        model, cost = _fit_start(c.algorithm, c.k, seed, c.max_iter, features_col, df)
+        extra[(i, seed)] = (model, cost, time.perf_counter() - t0)
+
+    parallel(df.sparkSession, [partial(another, i, seed) for i in chosen_few for seed in s.seeds[1:]], s.parallelism)
+    rescore = []
+    for i in chosen_few:
+        c = cands[i]
+        c.starts = len(s.seeds)
+        for seed in s.seeds[1:]:
+            model, cost, seconds = extra[(i, seed)]
+            c.fit_seconds = round(c.fit_seconds + seconds, 3)
+            if _better(cost, models[i][1]):
+                models[i], c.seed, c.cost = (model, cost), seed, cost
+        if c.seed != s.seeds[0]:
+            rescore.append(i)
+
+    def again(i: int) -> None:
+        t0 = time.perf_counter()
+        score(models[i][0], cands[i], df, features_col, s.min_segment_share)
+        cands[i].fit_seconds = round(cands[i].fit_seconds + time.perf_counter() - t0, 3)
+
+    parallel(df.sparkSession, [partial(again, i) for i in rescore], s.parallelism)
+    for i in chosen_few:
+        _log(cands[i], f"best of {cands[i].starts} starts")
+    if chosen_few:
+        log.info("segment: %d of %d candidates were within %.3f of the best silhouette and got %d starts",
+                 len(chosen_few), len(todo), s.restart_margin, len(s.seeds))
+    return cands, {(cands[i].algorithm, cands[i].k): m for i, (m, _) in models.items()}
+
+
+def _log(c: Candidate, what: str) -> None:
+    log.info("segment: %-16s k=%-3d silhouette %s cost %.1f smallest %s (%s; %s) %.1f s", c.algorithm, c.k,
+             f"{c.silhouette:.4f}" if c.silhouette is not None else "-", c.cost or 0.0,
+             f"{c.min_share:.2%}" if c.min_share is not None else "-", c.outcome, what, c.fit_seconds)
+
+
+def parallel(spark: SparkSession, tasks: Sequence[Callable[[], None]], parallelism: int) -> None:
+    """Run `tasks` with at most `parallelism` at once, each thread in its own FAIR scheduler pool (used when
+    spark.scheduler.mode is FAIR). The first failure cancels the rest (their Spark jobs too) and is raised."""
+    if parallelism <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            task()
+        return
+    sc = spark.sparkContext
+    group = f"custseg-selection-{uuid.uuid4().hex[:12]}"
+    slots = queue.SimpleQueue[int]()
+    for slot in range(parallelism):
+        slots.put(slot)
+
+    def run(task: Callable[[], None]) -> None:
+        slot = slots.get()
+        try:
+            sc.setLocalProperty("spark.scheduler.pool", f"custseg-selection-{slot}")
+            sc.setJobGroup(group, "custseg model selection", interruptOnCancel=True)
+            task()
+        finally:
+            slots.put(slot)
+
+    wrap = inheritable_thread_target(spark)
+    pool = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="custseg-selection")
+    futures = [pool.submit(wrap(run), task) for task in tasks]
+    try:
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for f in futures:
+            exc = f.exception() if f in done else None
+            if exc is not None:
+                raise exc
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        sc.cancelJobGroup(group)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def choose(candidates: Sequence[Candidate]) -> tuple[Candidate | None, str]:

@@ -112,7 +112,9 @@ def _params(cfg: Config, n_inputs: int | None) -> FIT.FitParams:
         min_segment_share=cfg["segment.min_segment_share"], selection_sample_rows=cfg["segment.selection_sample_rows"],
         rows_per_partition=cfg["segment.rows_per_partition"], pca_components=pca, k=cfg["segment.k"],
         algorithm=cfg["segment.algorithm"], k_range=(cfg["segment.k_range"][0], cfg["segment.k_range"][1]),
-        algorithms=tuple(cfg["segment.algorithms"]))
+        algorithms=tuple(cfg["segment.algorithms"]),
+        bisecting_selection_max_iter=cfg["segment.bisecting_selection_max_iter"],
+        restart_margin=cfg["segment.restart_margin"], parallelism=cfg["segment.parallelism"])
 
 
 def model_root(cfg: Config) -> str:
@@ -181,7 +183,7 @@ def fit(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_versi
     chosen = fitted.chosen
     result = SegmentResult(
         "fit", int(obs.get["rows"]), chosen.algorithm, chosen.k, ctx.run_id, bundle.path, fitted.silhouette,
-        chosen.cost, fitted.rule, fitted.sizes, fitted.sample_rows, len(fitted.candidates), [i.name for i in inputs],
+        fitted.cost, fitted.rule, fitted.sizes, fitted.sample_rows, len(fitted.candidates), [i.name for i in inputs],
         non_finite, reads={C.TABLE_CUSTOMER_FEATURES: features_version}, writes=writes)
     log.info("segment: %s k=%d, silhouette %.4f, sizes %s", result.algorithm, result.k,
              result.silhouette if result.silhouette is not None else float("nan"), result.segment_sizes)
@@ -267,5 +269,6 @@ def score(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_ver
 def _model_selection_rows(spark: SparkSession, ctx: StageContext, candidates: list[Candidate],
                           n_train: int) -> DataFrame:
     rows = [(ctx.date, ctx.run_id, c.algorithm, c.k, c.seed, c.cost, c.silhouette, c.cluster_sizes, c.n_clusters,
-             c.min_share, c.fit_seconds, c.starts, c.eligible, c.chosen, c.outcome, n_train) for c in candidates]
+             c.min_share, c.fit_seconds, c.starts, c.eligible, c.chosen, c.outcome, n_train, c.max_iter)
+            for c in candidates]
     return spark.createDataFrame(rows, catalog.MODEL_SELECTION_SCHEMA)
