@@ -11,7 +11,12 @@ Steps (all by default, in this order):
   duckdb    the same feature definitions in DuckDB SQL over the raw Parquet, --repeat times
   check     custseg's features vs DuckDB's: row counts, and each column's sum within 1e-6 relative
   kmeans    MLlib KMeans vs scikit-learn's Lloyd on the same scaled matrix, same k and iterations
+  segment   `custseg segment` on the features above, --repeat times: the stage, its model selection (on a
+            sample of segment.selection_sample_rows customers when there are more) and the chosen model
   e2e       `custseg run` (ingest, features, segment, profile) once, with each stage's time
+  sample    `custseg run` on the built-in sample with conf/local.toml, --repeat times, as a developer's first
+            run: each stage's time, the chosen model, its silhouette and its adjusted Rand index against
+            the planted groups (independent of --customers)
 
 Every timed step runs as its own process; its wall time and the peak resident memory of its whole
 process tree (Python, the JVM and any workers), sampled every 0.1 s from /proc, are recorded: private
@@ -27,6 +32,8 @@ import datetime as dt
 import json
 import os
 import platform
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,7 +44,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 AS_OF = "2024-12-31"
-STEPS = ("generate", "ingest", "features", "duckdb", "check", "kmeans", "e2e")
+STEPS = ("generate", "ingest", "features", "duckdb", "check", "kmeans", "segment", "e2e")
+EXTRA_STEPS = ("sample",)  # not in the default list: it runs on the built-in sample, not on --customers
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -357,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--customers", type=int, default=20_000, help="customers to generate (about 54 lines each)")
     p.add_argument("--data-dir", default="data/bench", help="where data and results go (default %(default)s)")
-    p.add_argument("--steps", default=",".join(STEPS), help="comma-separated subset of: " + ", ".join(STEPS))
+    p.add_argument("--steps", default=",".join(STEPS),
+                   help="comma-separated subset of: " + ", ".join(STEPS + EXTRA_STEPS))
     p.add_argument("--repeat", type=int, default=3, help="runs of each timed feature step (median reported)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="DuckDB threads (default: cores)")
     p.add_argument("--k", type=int, default=6)
@@ -369,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.internal:
         return _internal(a.internal)
     steps = [s.strip() for s in a.steps.split(",") if s.strip()]
-    if bad := [s for s in steps if s not in STEPS]:
+    if bad := [s for s in steps if s not in STEPS + EXTRA_STEPS]:
         p.error(f"--steps: unknown step(s) {', '.join(bad)}")
     data = (REPO / a.data_dir).resolve()
     raw, out = data / f"raw_{a.customers}c", data / f"out_{a.customers}c"
@@ -412,6 +421,12 @@ def main(argv: list[str] | None = None) -> int:
         r = measure([*me, "--internal", "sklearn", str(matrix), str(a.k), str(a.iterations), str(a.seed), str(sk)],
                     "sklearn kmeans")
         results["steps"]["sklearn"] = {**json.loads(sk.read_text()), "process_peak_rss_gib": r["peak_rss_gib"]}
+    if "segment" in steps:
+        runs = [measure(_custseg("segment", *sets, f"--as-of={AS_OF}"), f"custseg segment #{i + 1}")
+                for i in range(a.repeat)]
+        results["steps"]["segment"] = {**median_of(runs), **_segment_facts(runs)}
+    if "sample" in steps:
+        results["steps"]["sample"] = sample_runs(me, data, a.repeat)
     if "e2e" in steps:
         r = measure(_custseg("run", *sets, f"--as-of={AS_OF}"), "custseg run (end to end)")
         results["steps"]["e2e"] = {"seconds": r["seconds"], "peak_rss_gib": r["peak_rss_gib"],
@@ -425,6 +440,56 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if results.get("agreement", {}).get("agree", True) else 1
 
 
+def _segment_facts(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """From each run's log: the stage time, the model selection's time, and the chosen model."""
+    facts: dict[str, list[Any]] = {"stage_seconds": [], "selection_seconds": [], "chosen": []}
+    for r in runs:
+        out = r["output"]
+        facts["stage_seconds"].append(_stage_seconds(out).get("segment"))
+        sel = re.search(r"model selection: \d+ candidates on (\d+) customers in ([\d.]+) s", out)
+        facts["selection_seconds"].append(float(sel.group(2)) if sel else None)
+        facts["selection_customers"] = [int(sel.group(1))] if sel else []
+        chosen = re.search(r"segment: (\w+) k=(\d+), silhouette ([\d.]+)", out)
+        facts["chosen"].append(chosen.groups() if chosen else None)
+    medians = {f"median_{k}": statistics.median(v) for k, v in facts.items()
+               if k.endswith("seconds") and v and None not in v}
+    return {**facts, **medians}
+
+
+def sample_runs(me: list[str], data: Path, repeat: int) -> dict[str, Any]:
+    """`custseg run` on the built-in sample, as README's first command runs it, into its own output root."""
+    out = data / "sample_out"
+    sets = [f"--set=output.root={out}"]
+    if not (REPO / "data" / "sample" / "transactions.csv").exists():  # set-up, not timed
+        measure(_custseg("generate", "--conf", "conf/local.toml"), "generate the built-in sample")
+    runs = []
+    for i in range(repeat):
+        if out.exists():
+            shutil.rmtree(out)  # a developer's first run: nothing there before
+        runs.append(measure(_custseg("run", "--conf", "conf/local.toml", "--generate-if-missing", *sets),
+                            f"custseg run, built-in sample #{i + 1}"))
+    stages = [_stage_seconds(r["output"]) for r in runs]
+    res = data / "sample_quality.json"
+    measure([*me, "--internal", "quality", str(out), "data/sample/truth", str(res)], "sample quality")
+    return {**median_of(runs), "stage_seconds": stages, **_segment_facts(runs),
+            "median_stage_seconds": {s: statistics.median(x[s] for x in stages) for s in stages[0]},
+            "quality": json.loads(res.read_text())}
+
+
+def sample_quality(out_root: str, truth: str, result: str) -> None:
+    """The sample run's chosen model: its silhouette (from the runs table) and its adjusted Rand index
+    against the generator's planted groups."""
+    from custseg.stages.segment.select import adjusted_rand_index
+
+    spark = _spark("2g")
+    runs = spark.read.format("delta").load(f"{out_root}/runs").orderBy("started_at").collect()[-1]
+    cont = (spark.read.format("delta").load(f"{out_root}/segments").join(spark.read.parquet(truth), "customer_id")
+            .groupBy("segment_id", "planted_group").count().collect())
+    Path(result).write_text(json.dumps({
+        "algorithm": runs["algorithm"], "k": runs["k"], "silhouette": runs["silhouette"],
+        "adjusted_rand_index": adjusted_rand_index([(r[0], r[1], r[2]) for r in cont])}))
+
+
 def _internal(args: list[str]) -> int:
     kind, rest = args[0], args[1:]
     if kind == "duckdb":
@@ -433,6 +498,8 @@ def _internal(args: list[str]) -> int:
         check_agreement(*rest)
     elif kind == "mllib":
         mllib_kmeans(rest[0], rest[1], int(rest[2]), int(rest[3]), int(rest[4]), rest[5], rest[6], rest[7])
+    elif kind == "quality":
+        sample_quality(*rest)
     elif kind == "sklearn":
         sklearn_kmeans(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), rest[4])
     else:
@@ -478,6 +545,16 @@ def markdown(r: dict[str, Any]) -> str:
         if name in s:
             secs = s[name].get("median_seconds", s[name].get("seconds"))
             rows.append(f"| {label} | {secs} | {s[name]['peak_rss_gib']} |")
+    if "segment" in s:
+        seg = s["segment"]
+        rows.append(f"| custseg segment (median; stage {seg.get('median_stage_seconds')} s, model selection "
+                    f"{seg.get('median_selection_seconds')} s on {seg.get('selection_customers')} customers; "
+                    f"chosen {seg['chosen'][0]}) | {seg['median_seconds']} | {seg['peak_rss_gib']} |")
+    if "sample" in s:
+        sm = s["sample"]
+        rows.append(f"| built-in sample, custseg run (median; stages {sm['median_stage_seconds']}; "
+                    f"model selection {sm.get('median_selection_seconds')} s; {sm['quality']}) | "
+                    f"{sm['median_seconds']} | {sm['peak_rss_gib']} |")
     if "mllib" in s:
         for name, v in s["mllib"].items():
             if isinstance(v, dict):

@@ -172,7 +172,9 @@ def _candidates(df, n_partitions: int) -> list[tuple]:  # type: ignore[no-untype
 
 
 def test_matrix_partitions_follow_the_data_size_only() -> None:
-    assert preprocess.matrix_partitions(10, 250_000) == 2  # never fewer than two
+    assert preprocess.matrix_partitions(10, 250_000) == 1
+    assert preprocess.matrix_partitions(250_000, 250_000) == 1
+    assert preprocess.matrix_partitions(250_001, 250_000) == 2
     assert preprocess.matrix_partitions(500_000, 250_000) == 2
     assert preprocess.matrix_partitions(500_001, 250_000) == 3
     assert preprocess.matrix_partitions(1_850_000, 250_000) == 8

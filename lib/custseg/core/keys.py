@@ -172,7 +172,7 @@ SCHEMA: dict[str, Key] = {
     "segment.selection_sample_rows": Key(int, 100_000, check=_positive,
         help="model selection runs on a seeded sample of this many customers when there are more"),
     "segment.rows_per_partition": Key(int, 250_000, check=_positive,
-        help="customers per partition of the clustering input (at least 2 partitions): the split depends on "
+        help="customers per partition of the clustering input: the split depends on "
         "the data and this key, never on the cluster"),
     "segment.pca_components": Key(int, 0, check=_non_negative,
         help="project onto this many principal components first; 0: no PCA"),

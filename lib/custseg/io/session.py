@@ -29,9 +29,6 @@ BASE_CONF: dict[str, str] = {
     "spark.databricks.delta.schema.autoMerge.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.session.timeZone": "UTC",
-    # model selection fits candidates from several threads, each in its own pool: FAIR shares the cores
-    # between them instead of running one thread's jobs to the end first
-    "spark.scheduler.mode": "FAIR",
 }
 
 

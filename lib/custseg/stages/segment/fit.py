@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,8 +134,11 @@ def fit(features_df: DataFrame, n_customers: int, inputs: list[ModelInput], map_
         log.info("segment: model selection on a seeded sample of %d of %d customers", n_train, n_customers)
     if p.k and p.algorithm:
         log.info("segment: algorithm and k fixed by config: %s k=%d", p.algorithm, p.k)
+    t0 = time.perf_counter()
     try:
         candidates, models = S.search(train, p.grid(), n_train, fcol, p.search())
+        log.info("segment: model selection: %d candidates on %d customers in %.1f s", len(candidates), n_train,
+                 time.perf_counter() - t0)
     except BaseException:
         matrix.unpersist()
         raise

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -74,14 +73,19 @@ def _fit(algorithm: str, k: int, seed: int, max_iter: int, features_col: str, df
     """Fit one start. MLlib's block solver fails (an index error in KMeansAggregator) when the k-means||
     initialisation finds fewer than k distinct centres, as on data with fewer distinct points than k; that
     start is then fitted with the row solver, which handles it."""
+    # MLlib persists its own copy of the input (converted to vectors, validated) only when the DataFrame it is
+    # given is not cached, and otherwise converts the cached rows again on every pass: BisectingKMeans makes
+    # one pass per iteration at every split. A projection of the cached matrix reads the cache but is not
+    # itself cached, so MLlib converts it once per fit (same model: same rows, same order; -25% per fit)
+    vectors = df.select(features_col)
     try:
-        return make_estimator(algorithm, k, seed, max_iter, features_col).fit(df)
+        return make_estimator(algorithm, k, seed, max_iter, features_col).fit(vectors)
     except Exception as e:  # py4j's Java error: matched by the failing class, re-raised otherwise
         if algorithm != "kmeans" or "KMeansAggregator" not in str(e):
             raise
         log.warning("segment: kmeans k=%d seed %d: the block solver failed on this data (fewer distinct points "
                     "than k?); fitting with solver=row", k, seed)
-        return make_estimator(algorithm, k, seed, max_iter, features_col, solver="row").fit(df)
+        return make_estimator(algorithm, k, seed, max_iter, features_col, solver="row").fit(vectors)
 
 
 def _fit_start(algorithm: str, k: int, seed: int, max_iter: int, features_col: str, df: DataFrame) -> tuple[Any, float]:
@@ -249,26 +253,21 @@ def _log(c: Candidate, what: str) -> None:
 
 
 def parallel(spark: SparkSession, tasks: Sequence[Callable[[], None]], parallelism: int) -> None:
-    """Run `tasks` with at most `parallelism` at once, each thread in its own FAIR scheduler pool (used when
-    spark.scheduler.mode is FAIR). The first failure cancels the rest (their Spark jobs too) and is raised."""
+    """Run `tasks` with at most `parallelism` at once (Spark schedules jobs from several threads). The first
+    failure cancels the rest (their Spark jobs too) and is raised.
+
+    Spark's default FIFO scheduler is kept: on the sample, FAIR pools per thread gave the same selection time
+    (32.3 s FAIR, 33.6 s FIFO, one run each), and undeclared pools log a warning per pool."""
     if parallelism <= 1 or len(tasks) <= 1:
         for task in tasks:
             task()
         return
     sc = spark.sparkContext
     group = f"custseg-selection-{uuid.uuid4().hex[:12]}"
-    slots = queue.SimpleQueue[int]()
-    for slot in range(parallelism):
-        slots.put(slot)
 
     def run(task: Callable[[], None]) -> None:
-        slot = slots.get()
-        try:
-            sc.setLocalProperty("spark.scheduler.pool", f"custseg-selection-{slot}")
-            sc.setJobGroup(group, "custseg model selection", interruptOnCancel=True)
-            task()
-        finally:
-            slots.put(slot)
+        sc.setJobGroup(group, "custseg model selection", interruptOnCancel=True)
+        task()
 
     wrap = inheritable_thread_target(spark)
     pool = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="custseg-selection")
