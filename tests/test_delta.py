@@ -12,6 +12,7 @@ from custseg.core import catalog, config
 from custseg.core import columns as C
 from custseg.core.errors import StageError
 from custseg.io import delta, lineage
+from custseg.stages.features.transform import filter_as_of
 
 D1, D2 = dt.date(2024, 6, 30), dt.date(2024, 7, 31)
 
@@ -105,3 +106,35 @@ def test_a_table_from_an_earlier_custseg_gains_the_newly_declared_columns(spark,
     # still no other change: a column the declaration does not have is refused
     with pytest.raises(StageError, match="unexpected: extra"):
         delta.append(new.withColumn("extra", F.lit(1)), path, C.TABLE_INGESTED_FILES)
+
+
+def _transactions(spark, day: dt.date, customer: str):  # type: ignore[no-untyped-def]
+    row = (customer, "t1", dt.datetime.combine(day, dt.time(12)), 5.0, 1.0, 5.0, False, "books", "web", "DE",
+           "file:/a.csv", "b1", day, day.replace(day=1))
+    return spark.createDataFrame([row], catalog.TRANSACTIONS_SCHEMA)
+
+
+def test_transactions_are_partitioned_by_month_and_an_earlier_daily_table_is_kept_until_overwritten(
+        spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # a new table: by month, as declared
+    fresh = str(tmp_path / "fresh")
+    delta.append(_transactions(spark, dt.date(2024, 6, 3), "c1"), fresh, C.TABLE_TRANSACTIONS)
+    assert delta.partition_columns(spark, fresh) == [C.TXN_MONTH]
+    # a table an earlier custseg wrote, by day and without txn_month: an append adds the column and keeps the
+    # table's own partitioning (no error, no rewrite)
+    old = str(tmp_path / "old")
+    _transactions(spark, dt.date(2024, 5, 1), "c0").drop(C.TXN_MONTH).write.format("delta") \
+        .partitionBy(C.TXN_DATE).save(old)
+    delta.append(_transactions(spark, dt.date(2024, 6, 3), "c1"), old, C.TABLE_TRANSACTIONS)
+    assert delta.partition_columns(spark, old) == [C.TXN_DATE]
+    rows = sorted((r[C.CUSTOMER_ID], r[C.TXN_MONTH]) for r in delta.read(spark, old).collect())
+    assert rows == [("c0", None), ("c1", dt.date(2024, 6, 1))]
+    # the features' cut reads the earlier rows by their day
+    cut = delta.read(spark, old).transform(filter_as_of(dt.date(2024, 6, 30)))
+    assert sorted(r[C.CUSTOMER_ID] for r in cut.collect()) == ["c0", "c1"]
+    assert delta.read(spark, old).transform(filter_as_of(dt.date(2024, 5, 31))).count() == 1
+    # an overwrite makes it the declared table, by month, in one commit
+    delta.overwrite(_transactions(spark, dt.date(2024, 7, 9), "c2"), old, C.TABLE_TRANSACTIONS)
+    assert delta.partition_columns(spark, old) == [C.TXN_MONTH]
+    rows = [(r[C.CUSTOMER_ID], r[C.TXN_MONTH]) for r in delta.read(spark, old).collect()]
+    assert rows == [("c2", dt.date(2024, 7, 1))]

@@ -34,7 +34,7 @@ D = dt.date(2024, 6, 30)
 def line(customer: str, tx: str | None, day: dt.date, amount: float, category: str, channel: str,
          at: dt.time = dt.time(12, 0)) -> tuple:
     return (customer, tx, dt.datetime.combine(day, at), amount, None, None, amount < 0, category, channel, "UK",
-            "file:/in/log.csv", "batch-1", day)
+            "file:/in/log.csv", "batch-1", day, day.replace(day=1))
 
 
 BEFORE_OR_ON_D = [

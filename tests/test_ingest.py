@@ -132,11 +132,11 @@ def test_clean_rows_to_transactions(spark: SparkSession, amount_log: DataFrame) 
     expected = spark.createDataFrame(
         [
             ("000123", "ok", TS_PARSED, 10.5, None, None, False, "books", None, None, "file:/in/log.csv",
-             "batch-1", dt.date(2024, 6, 30)),
+             "batch-1", dt.date(2024, 6, 30), dt.date(2024, 6, 1)),
             ("c8", "now_ts", dt.datetime(2024, 7, 1, 0, 0, 0), 5.0, None, None, False, "books", None, None,
-             "file:/in/log.csv", "batch-1", dt.date(2024, 7, 1)),
+             "file:/in/log.csv", "batch-1", dt.date(2024, 7, 1), dt.date(2024, 7, 1)),
             ("c14", "return", TS_PARSED, -3.5, None, None, True, "books", None, None, "file:/in/log.csv",
-             "batch-1", dt.date(2024, 6, 30)),
+             "batch-1", dt.date(2024, 6, 30), dt.date(2024, 6, 1)),
         ],
         ingest.TRANSACTIONS_SCHEMA,
     )

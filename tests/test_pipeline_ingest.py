@@ -244,9 +244,9 @@ def test_append_recovers_a_crashed_batch(spark: SparkSession, tmp_path: Path) ->
     crashed = "crashed-run"
     rows = [
         ("00100", "B1", dt.datetime(2024, 5, 10, 10), 4.0, 1.0, 4.0, False, "books", "online", "UK", b_file, crashed,
-         dt.date(2024, 5, 10)),
+         dt.date(2024, 5, 10), dt.date(2024, 5, 1)),
         ("00102", "B2", dt.datetime(2024, 5, 11, 10), 1.0, 1.0, 1.0, False, "toys", "store", "UK", b_file, crashed,
-         dt.date(2024, 5, 11)),
+         dt.date(2024, 5, 11), dt.date(2024, 5, 1)),
     ]
     tables.append(spark.createDataFrame(rows, TRANSACTIONS_SCHEMA), cfg.table_path(C.TABLE_TRANSACTIONS),
                   C.TABLE_TRANSACTIONS)
@@ -272,7 +272,7 @@ def test_append_recovers_a_crashed_batch(spark: SparkSession, tmp_path: Path) ->
 def test_recover_without_manifest_clears_everything(spark: SparkSession, tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path / "none.csv", tmp_path / "out")
     rows = [("c1", "T1", dt.datetime(2024, 5, 10, 10), 4.0, None, None, False, None, None, None, "f", "orphan",
-             dt.date(2024, 5, 10))]
+             dt.date(2024, 5, 10), dt.date(2024, 5, 1))]
     tables.append(spark.createDataFrame(rows, TRANSACTIONS_SCHEMA), cfg.table_path(C.TABLE_TRANSACTIONS),
                   C.TABLE_TRANSACTIONS)
     manifest.recover(spark, cfg, dt.datetime.now(dt.UTC))
@@ -408,7 +408,7 @@ def test_append_skips_files_another_run_is_adding_and_takes_over_a_dead_runs_cla
     started = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
     assert manifest.claim(spark, cfg, [a_file], "other", "other", started) == [a_file]
     row = [("00100", "A1", dt.datetime(2024, 5, 1, 10), 10.0, 1.0, 10.0, False, "books", "online", "UK", a_file,
-            "other", dt.date(2024, 5, 1))]
+            "other", dt.date(2024, 5, 1), dt.date(2024, 5, 1))]
     tables.append(spark.createDataFrame(row, TRANSACTIONS_SCHEMA), cfg.table_path(C.TABLE_TRANSACTIONS),
                   C.TABLE_TRANSACTIONS)
     r1 = runner.run_stage(spark, cfg, "ingest")  # within the timeout: a.csv is left to its owner

@@ -37,6 +37,7 @@ TRANSACTIONS_SCHEMA = _fields(
     (C.CUSTOMER_ID, _S, False), (C.TRANSACTION_ID, _S), (C.TXN_TS, _TS, False), (C.AMOUNT, _D, False),
     (C.QUANTITY, _D), (C.UNIT_PRICE, _D), (C.IS_RETURN, _B, False), (C.CATEGORY, _S), (C.CHANNEL, _S),
     (C.COUNTRY, _S), (C.SOURCE_FILE, _S), (C.INGEST_BATCH, _S, False), (C.TXN_DATE, _DATE, False),
+    (C.TXN_MONTH, _DATE, False),
 )
 
 QUARANTINE_SCHEMA = _fields(
@@ -85,7 +86,7 @@ LINEAGE_SCHEMA = _fields(
 )
 
 TABLES: dict[str, Table] = {t.name: t for t in (
-    Table(C.TABLE_TRANSACTIONS, "ingest", TRANSACTIONS_SCHEMA, (C.TXN_DATE,), "clean, deduplicated lines"),
+    Table(C.TABLE_TRANSACTIONS, "ingest", TRANSACTIONS_SCHEMA, (C.TXN_MONTH,), "clean, deduplicated lines"),
     Table(C.TABLE_QUARANTINE, "ingest", QUARANTINE_SCHEMA, (C.QUARANTINE_DATE,), "rejected lines with their reasons"),
     Table(C.TABLE_INGESTED_FILES, "ingest", INGESTED_FILES_SCHEMA, (), "the files each ingest batch added"),
     Table(C.TABLE_CUSTOMER_FEATURES, "features", None, (C.AS_OF_DATE,), "one row per customer and as-of date"),

@@ -45,6 +45,7 @@ CUSTOMER_ID = "customer_id"
 TRANSACTION_ID = "transaction_id"
 TXN_TS = "txn_ts"
 TXN_DATE = "txn_date"
+TXN_MONTH = "txn_month"  # the first day of txn_date's month: the transactions table's partition column
 AMOUNT = "amount"
 QUANTITY = "quantity"
 UNIT_PRICE = "unit_price"

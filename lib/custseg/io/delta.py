@@ -48,15 +48,16 @@ def version(spark: SparkSession, path: str) -> int | None:
     return int(row[0]) if row is not None else None
 
 
-def ensure(spark: SparkSession, path: str, name: str) -> None:
-    """Create table `name` at `path` from its declaration when it does not exist yet.
+def ensure(spark: SparkSession, path: str, name: str) -> bool:
+    """Create table `name` at `path` from its declaration when it does not exist yet; True when this call
+    created it (with the declared partitioning).
 
     The table is created by committing an empty write of the declared schema and partitioning: Delta's
     `DeltaTable.createIfNotExists().location()` refuses a `file://` URI as two different locations.
     """
     spec = catalog.table(name)
     if spec.schema is None or exists(spark, path):
-        return
+        return False
     empty = spark.createDataFrame([], spec.schema)
     try:
         empty.write.format("delta").mode("append").partitionBy(*spec.partition_by).save(path)
@@ -66,7 +67,9 @@ def ensure(spark: SparkSession, path: str, name: str) -> None:
         if not is_concurrent_change(e):
             raise
         log.info("table %s was created by another run at the same moment", name)
+        return False
     log.debug("created table %s at %s", name, path)
+    return True
 
 
 def conform(df: DataFrame, name: str) -> DataFrame:
@@ -99,23 +102,44 @@ def _partition_by(name: str, df: DataFrame) -> list[str]:
     return [c for c in spec.partition_by if c in df.columns]
 
 
+def partition_columns(spark: SparkSession, path: str) -> list[str]:
+    """The partition columns of the Delta table at `path`."""
+    from delta.tables import DeltaTable
+
+    row = DeltaTable.forPath(spark, path).detail().select("partitionColumns").first()
+    return list(row[0]) if row is not None else []
+
+
 def overwrite(df: DataFrame, path: str, name: str, run_id: str | None = None) -> int:
     """Make table `name` exactly `df`, in one commit (readers see the old or the new table, never a mix).
 
-    Returns the version written."""
+    A table partitioned otherwise than declared (written by an earlier custseg: `transactions` was
+    partitioned by day) is re-partitioned as declared in the same commit. Returns the version written."""
     spark = df.sparkSession
-    ensure(spark, path, name)
+    created = ensure(spark, path, name)
     df = conform(df, name)
-    _writer(df, run_id, "overwrite", name).partitionBy(*_partition_by(name, df)).save(path)
+    writer = _writer(df, run_id, "overwrite", name)
+    declared = _partition_by(name, df)
+    if declared and not created and (before := partition_columns(spark, path)) != declared:
+        log.info("table %s: partitioned by %s from this write on (was: %s)", name, ", ".join(declared),
+                 ", ".join(before) or "none")
+        writer = writer.option("overwriteSchema", "true")
+    writer.partitionBy(*declared).save(path)
     return _written(spark, path)
 
 
 def append(df: DataFrame, path: str, name: str, run_id: str | None = None) -> int:
-    """Add `df`'s rows to table `name` in one commit. Returns the version written."""
+    """Add `df`'s rows to table `name` in one commit. Returns the version written.
+
+    The rows go into the table's own partitioning (Delta's, when no partitioning is given): the declared one,
+    or an earlier custseg's until an overwrite re-partitions the table."""
     spark = df.sparkSession
     ensure(spark, path, name)
     df = conform(df, name)
-    _writer(df, run_id, "append", name).partitionBy(*_partition_by(name, df)).save(path)
+    writer = _writer(df, run_id, "append", name)
+    if not exists(spark, path):  # a table whose schema the producer defines: this first write creates it
+        writer = writer.partitionBy(*_partition_by(name, df))
+    writer.save(path)
     return _written(spark, path)
 
 

@@ -57,9 +57,16 @@ def _share_col(prefix: str, i: int) -> str:
 
 
 def filter_as_of(as_of: dt.date) -> Callable[[DataFrame], DataFrame]:
-    """Transactions dated on or before `as_of` (the features' cut-off: nothing later is read)."""
+    """Transactions dated on or before `as_of` (the features' cut-off: nothing later is read).
+
+    On the transactions table the month filter prunes whole partitions (`txn_month`), the day filter the rest.
+    Rows an earlier custseg wrote before `txn_month` existed have none, and are cut by their day alone.
+    """
 
     def transform(df: DataFrame) -> DataFrame:
+        if C.TXN_MONTH in df.columns:
+            month = F.col(C.TXN_MONTH)
+            df = df.filter(month.isNull() | (month <= F.lit(as_of.replace(day=1))))
         return df.filter(F.col(C.TXN_DATE) <= F.lit(as_of))
 
     return transform

@@ -269,8 +269,9 @@ def mark_duplicate_lines(has_transaction_id: bool) -> Callable[[DataFrame], Data
     One window sort: partitioned by the day, the id and a 64-bit hash of the record, ordered by the record
     itself and the file. Equal records are adjacent, and a line is a repeat only when its predecessor's
     record is equal, compared in full: two different records that share a hash are both kept. With
-    `txn_date` leading the keys, rows already clustered by day (`clustered_by_day`) need no other shuffle,
-    and the sort also serves the writer, which needs each task's rows ordered by the partition column.
+    `txn_month` and `txn_date` leading the keys, rows already clustered by day (`clustered_by_day`) need no
+    other shuffle, and the sort also serves the writer, which needs each task's rows ordered by the partition
+    column.
     """
 
     def transform(df: DataFrame) -> DataFrame:
@@ -278,7 +279,7 @@ def mark_duplicate_lines(has_transaction_id: bool) -> Callable[[DataFrame], Data
             return df.withColumn(_DUPLICATE, F.lit(False))
         # a line without an id gets a key of its own, so it never matches another line
         own_key = F.when(F.col(C.TRANSACTION_ID).isNull(), F.monotonically_increasing_id())
-        day = [C.TXN_DATE] if C.TXN_DATE in df.columns else []
+        day = [c for c in (C.TXN_MONTH, C.TXN_DATE) if c in df.columns]
         lines = Window.partitionBy(*day, C.TRANSACTION_ID, _RECORD_HASH, _UNIQUE).orderBy(_RECORD, C.SOURCE_FILE)
         previous = F.lag(_RECORD).over(lines)
         return (df.withColumn(_UNIQUE, own_key)
@@ -303,20 +304,24 @@ def duplicate_observations() -> list[Column]:
 
 
 def clustered_by_day(df: DataFrame) -> DataFrame:
-    """Valid rows with their `txn_date` (the date in the session time zone), hash-partitioned by it.
+    """Valid rows with their `txn_date` (the date in the session time zone) and `txn_month`, hash-partitioned
+    by day.
 
     The one shuffle of ingest: the duplicate check runs within these partitions, and each writing task
-    holds whole days, so a write makes one file per day rather than one per day per input split.
+    holds whole days, so a write makes one file per month per task rather than one per month per input
+    split. By day rather than by month: a large log's months would be few, large tasks.
     """
-    return df.withColumn(C.TXN_DATE, F.to_date(F.col(C.TXN_TS))).repartition(C.TXN_DATE)
+    day = F.to_date(F.col(C.TXN_TS))
+    return df.withColumn(C.TXN_DATE, day).withColumn(C.TXN_MONTH, F.trunc(day, "MM")).repartition(C.TXN_DATE)
 
 
 def to_transactions(batch_id: str) -> Callable[[DataFrame], DataFrame]:
     """Clean rows in the transactions table's schema; `txn_date` is the date in the session time zone."""
 
     def transform(df: DataFrame) -> DataFrame:
+        day = F.to_date(F.col(C.TXN_TS))
         out = df.withColumn(C.IS_RETURN, F.col(C.AMOUNT) < 0).withColumn(C.INGEST_BATCH, F.lit(batch_id)) \
-            .withColumn(C.TXN_DATE, F.to_date(F.col(C.TXN_TS)))
+            .withColumn(C.TXN_DATE, day).withColumn(C.TXN_MONTH, F.trunc(day, "MM"))
         return out.select(*[F.col(f.name).cast(f.dataType) for f in TRANSACTIONS_SCHEMA.fields])
 
     return transform
