@@ -442,10 +442,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _segment_facts(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """From each run's log: the stage time, the model selection's time, and the chosen model."""
-    facts: dict[str, list[Any]] = {"stage_seconds": [], "selection_seconds": [], "chosen": []}
+    facts: dict[str, list[Any]] = {"segment_stage_seconds": [], "selection_seconds": [], "chosen": []}
     for r in runs:
         out = r["output"]
-        facts["stage_seconds"].append(_stage_seconds(out).get("segment"))
+        facts["segment_stage_seconds"].append(_stage_seconds(out).get("segment"))
         sel = re.search(r"model selection: \d+ candidates on (\d+) customers in ([\d.]+) s", out)
         facts["selection_seconds"].append(float(sel.group(2)) if sel else None)
         facts["selection_customers"] = [int(sel.group(1))] if sel else []
@@ -547,7 +547,7 @@ def markdown(r: dict[str, Any]) -> str:
             rows.append(f"| {label} | {secs} | {s[name]['peak_rss_gib']} |")
     if "segment" in s:
         seg = s["segment"]
-        rows.append(f"| custseg segment (median; stage {seg.get('median_stage_seconds')} s, model selection "
+        rows.append(f"| custseg segment (median; stage {seg.get('median_segment_stage_seconds')} s, model selection "
                     f"{seg.get('median_selection_seconds')} s on {seg.get('selection_customers')} customers; "
                     f"chosen {seg['chosen'][0]}) | {seg['median_seconds']} | {seg['peak_rss_gib']} |")
     if "sample" in s:
