@@ -602,7 +602,10 @@ def test_lost_worker_and_killed_driver(spark, cluster: Cluster, tmp_path: Path) 
     ui_port = _free_port()
     lost = cluster.submit("features-lost-worker", REPO / "jobs" / "run_pipeline.py",
                           ["--conf", str(conf), "--only", "features", "--as-of", str(AS_OF)],
-                          ["--conf", f"spark.ui.port={ui_port}", "--conf", "spark.eventLog.enabled=true",
+                          # splits of at most 8 MB: the scan stage has many tasks to lose one of (the monthly
+                          # partitions' files are few and large enough to make fewer than the 8 watched for)
+                          ["--conf", "spark.sql.files.maxPartitionBytes=8m",
+                           "--conf", f"spark.ui.port={ui_port}", "--conf", "spark.eventLog.enabled=true",
                            "--conf", f"spark.eventLog.dir=file://{events}", "--conf", "spark.eventLog.compress=false"],
                           cwd=tmp_path)
     # The victim: worker-1, once its executor holds map output of the features aggregation's big stage

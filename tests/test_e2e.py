@@ -239,10 +239,11 @@ def test_guard_zero_variance_feature_is_dropped_and_non_finite_values_imputed(sp
 
 
 def test_guard_small_segments_are_recorded_and_not_chosen(spark, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    # two groups of 10 and one outlier pair: k=3 isolates the pair (share 2/22 < 0.2)
+    # two groups of 10 and a pair beyond the second (log recency 0.7-1.4, 4.6 and 6.0): k=2 splits the groups
+    # (10 and 12 customers: eligible), k=3 isolates the pair (share 2/22 < 0.2), at any start
     rows = [(f"a{i}", 1 + i % 3, 0.0, 10.0) for i in range(10)] + [(f"b{i}", 100 + i % 3, 0.0, 10.0)
                                                                     for i in range(10)]
-    rows += [("x1", 5000, 0.9, 1.0), ("x2", 5001, 0.9, 1.0)]
+    rows += [("x1", 400, 0.0, 1.0), ("x2", 401, 0.0, 1.0)]
     cfg = _features_table(spark, tmp_path, rows, "segment.k_range=[2, 3]", "segment.algorithms=[\"kmeans\"]",
                           "segment.min_segment_share=0.2")
     runner.run_stage(spark, cfg, "segment", AS_OF)

@@ -116,9 +116,13 @@ def test_a_bundle_round_trips_and_names_a_mismatch(spark, fitted, tmp_path) -> N
     assert bundle.meta.k == 5 and sorted(bundle.meta.cluster_to_segment) == list(range(5))
     assert [i.name for i in bundle.meta.inputs][:2] == [C.RECENCY_DAYS, C.TENURE_DAYS]
     assert len(bundle.meta.centroids_original) == 5 and bundle.meta.features_version is not None
-    # segment 0 is the highest-spending one: its centre's gross spend is the largest
-    spends = [c[C.GROSS_SPEND] for c in bundle.meta.centroids_original]
-    assert spends[0] == max(spends)
+    # segment ids follow the members' mean gross spend, highest first (the centre's gross spend is the mean in
+    # the log-compressed model space mapped back, which need not be in the same order)
+    fit_feats = delta.read(spark, cfg.table_path(C.TABLE_CUSTOMER_FEATURES)) \
+        .filter(F.col(C.AS_OF_DATE) == F.lit(FIT_DATE))
+    segs = delta.read(spark, cfg.table_path(C.TABLE_SEGMENTS)).filter(F.col(C.AS_OF_DATE) == F.lit(FIT_DATE))
+    means = dict(segs.join(fit_feats, C.CUSTOMER_ID).groupBy(C.SEGMENT_ID).agg(F.avg(C.GROSS_SPEND)).collect())
+    assert [means[s] for s in range(5)] == sorted(means.values(), reverse=True)
     feats = delta.read(spark, cfg.table_path(C.TABLE_CUSTOMER_FEATURES)).filter(F.col(C.AS_OF_DATE) == F.lit(LATER))
     with pytest.raises(ModelMismatchError, match=rf"cannot be scored with model {bundle.run_id}: missing column\(s\) "
                                                  rf"{C.RECENCY_DAYS}$"):

@@ -170,12 +170,10 @@ class Search:
 
 def contenders(candidates: Sequence[Candidate], margin: float) -> list[int]:
     """Indexes of the candidates that further starts could make the choice: silhouette within `margin` of
-    the best eligible candidate's (of the best scored one's when none is eligible)."""
-    scored = [c.silhouette for c in candidates if c.silhouette is not None]
+    the best eligible candidate's. When no candidate is eligible yet, every scored one: another start can
+    make any of them eligible (a segment above the minimum share), which changes the choice outright."""
     eligible = [c.silhouette for c in candidates if c.eligible and c.silhouette is not None]
-    if not scored:
-        return []
-    bar = max(eligible or scored) - margin
+    bar = max(eligible) - margin if eligible else -math.inf
     return [i for i, c in enumerate(candidates) if c.silhouette is not None and c.silhouette >= bar]
 
 
