@@ -615,3 +615,14 @@ def test_cli_does_not_warn_about_a_past_as_of(caplog: pytest.LogCaptureFixture, 
     yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     cli.main(["features", "--conf", str(REPO / "conf" / "local.toml"), "--as-of", str(yesterday)])
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "--as-of" in r.getMessage()]
+
+
+def test_the_jvm_custseg_starts_uses_custseg_log4j2_configuration(spark) -> None:  # type: ignore[no-untyped-def]
+    from custseg.io import session
+
+    context = spark.sparkContext._jvm.org.apache.logging.log4j.LogManager.getContext(False)
+    source = context.getConfiguration().getConfigurationSource().getLocation()
+    assert str(source) == str(session.LOG4J2_FILE)
+    # it drops MLlib's per-fit note and keeps other warnings
+    text = session.LOG4J2_FILE.read_text(encoding="utf-8")
+    assert "Be careful of double caching" in text and "rootLogger.level = warn" in text

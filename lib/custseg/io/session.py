@@ -86,6 +86,7 @@ def build_session(cfg: Config, app_suffix: str = "") -> SparkSession:
 
 LOG4J2_FILE = Path(__file__).with_name("log4j2.properties")
 _LOG4J2_PROPERTY = "log4j2.configurationFile"
+SPARK_DEFAULT_LOG4J2 = "org/apache/spark/log4j2-defaults.properties"  # inside Spark's jar: no configuration given
 
 
 def _quiet_at_launch(conf: dict[str, str]) -> None:
@@ -101,9 +102,12 @@ def _quiet_running_jvm(spark: SparkSession) -> None:
     try:
         jvm = spark.sparkContext._jvm
         assert jvm is not None
-        if not jvm.org.apache.spark.internal.Logging.islog4j2DefaultConfigured() or not LOG4J2_FILE.is_file():
-            return
         context = jvm.org.apache.logging.log4j.LogManager.getContext(False)
+        location = str(context.getConfigLocation() or "")
+        spark_logging = getattr(getattr(jvm.org.apache.spark.internal, "Logging$"), "MODULE$")  # a Scala object
+        on_defaults = spark_logging.islog4j2DefaultConfigured() or location.endswith(SPARK_DEFAULT_LOG4J2)
+        if not on_defaults or not LOG4J2_FILE.is_file():
+            return
         context.setConfigLocation(jvm.java.net.URI(LOG4J2_FILE.as_uri()))
     except Exception:  # a logging nicety: never a reason to fail a run
         log.debug("could not apply custseg's log4j2 configuration to the running JVM", exc_info=True)
