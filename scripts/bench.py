@@ -364,6 +364,11 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--customers", type=int, default=20_000, help="customers to generate (about 54 lines each)")
+    p.add_argument("--activity", type=float, default=1.0,
+                   help="generate.activity: 1 gives about 54 lines per customer, 0.37 about 20")
+    p.add_argument("--categories", type=int, default=8, help="generate.categories (default %(default)s)")
+    p.add_argument("--top-categories", type=int, default=10,
+                   help="features.top_categories, in custseg and in the DuckDB reference (default %(default)s)")
     p.add_argument("--data-dir", default="data/bench", help="where data and results go (default %(default)s)")
     p.add_argument("--steps", default=",".join(STEPS),
                    help="comma-separated subset of: " + ", ".join(STEPS + EXTRA_STEPS))
@@ -381,14 +386,20 @@ def main(argv: list[str] | None = None) -> int:
     if bad := [s for s in steps if s not in STEPS + EXTRA_STEPS]:
         p.error(f"--steps: unknown step(s) {', '.join(bad)}")
     data = (REPO / a.data_dir).resolve()
-    raw, out = data / f"raw_{a.customers}c", data / f"out_{a.customers}c"
+    # the data's name says what was generated; the default shape keeps its old names
+    tag = f"{a.customers}c" + (f"_a{a.activity:g}" if a.activity != 1.0 else "") + (
+        f"_{a.categories}cat" if a.categories != 8 else "")
+    raw, out = data / f"raw_{tag}", data / f"out_{tag}"
     data.mkdir(parents=True, exist_ok=True)
     sets = [f"--set=input.path={raw}", "--set=input.format=parquet", f"--set=output.root={out}",
             f"--set=spark.driver_memory={a.driver_memory}", "--set=spark.log_level=ERROR",
-            f"--set=generate.path={raw}", f"--set=generate.truth_path={data / f'truth_{a.customers}c'}",
+            f"--set=generate.path={raw}", f"--set=generate.truth_path={data / f'truth_{tag}'}",
             "--set=generate.format=parquet", f"--set=generate.customers={a.customers}",
-            "--set=generate.bad_row_fraction=0"]
-    results: dict[str, Any] = {"machine": machine(), "customers": a.customers, "as_of": AS_OF, "steps": {}}
+            f"--set=generate.activity={a.activity}", f"--set=generate.categories={a.categories}",
+            f"--set=features.top_categories={a.top_categories}", "--set=generate.bad_row_fraction=0"]
+    results: dict[str, Any] = {"machine": machine(), "customers": a.customers, "activity": a.activity,
+                               "categories": a.categories, "top_categories": a.top_categories, "as_of": AS_OF,
+                               "steps": {}}
     me = [sys.executable, str(Path(__file__).resolve())]
     print(f"benchmark: {a.customers:,} customers in {data}", file=sys.stderr)
     if "generate" in steps and not raw.exists():
@@ -402,9 +413,10 @@ def main(argv: list[str] | None = None) -> int:
         runs = [measure(_custseg("features", *sets, f"--as-of={AS_OF}"), f"custseg features #{i + 1}")
                 for i in range(a.repeat)]
         results["steps"]["features"] = median_of(runs)
-    duck = data / f"duckdb_features_{a.customers}c.parquet"
+    duck = data / f"duckdb_features_{tag}.parquet"
     if "duckdb" in steps:
-        runs = [measure([*me, "--internal", "duckdb", str(raw), str(duck), AS_OF, str(a.threads)],
+        runs = [measure([*me, "--internal", "duckdb", str(raw), str(duck), AS_OF, str(a.threads),
+                         str(a.top_categories)],
                         f"duckdb features #{i + 1}") for i in range(a.repeat)]
         results["steps"]["duckdb_features"] = median_of(runs)
     if "check" in steps:
@@ -414,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         if not results["agreement"]["agree"]:
             print(f"DISAGREEMENT: {results['agreement']['problems'][:10]}", file=sys.stderr)
     if "kmeans" in steps:
-        res, matrix, sk = data / "mllib.json", data / f"matrix_{a.customers}c.parquet", data / "sklearn.json"
+        res, matrix, sk = data / "mllib.json", data / f"matrix_{tag}.parquet", data / "sklearn.json"
         r = measure([*me, "--internal", "mllib", str(out), AS_OF, str(a.k), str(a.iterations), str(a.seed),
                      str(matrix), str(res), a.driver_memory], "mllib kmeans")
         results["steps"]["mllib"] = {**json.loads(res.read_text()), "process_peak_rss_gib": r["peak_rss_gib"]}
@@ -433,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "peak_rss_with_files_gib": r["peak_rss_with_files_gib"],
                                    "stage_seconds": _stage_seconds(r["output"])}
     _ratios(results)
-    path = data / f"results-{a.customers}c.json"
+    path = data / f"results-{tag}.json"
     path.write_text(json.dumps(results, indent=2))
     print(markdown(results))
     print(f"results: {path}", file=sys.stderr)
@@ -493,7 +505,7 @@ def sample_quality(out_root: str, truth: str, result: str) -> None:
 def _internal(args: list[str]) -> int:
     kind, rest = args[0], args[1:]
     if kind == "duckdb":
-        duckdb_features(rest[0], rest[1], rest[2], int(rest[3]), 10, 5)
+        duckdb_features(rest[0], rest[1], rest[2], int(rest[3]), int(rest[4]) if len(rest) > 4 else 10, 5)
     elif kind == "check":
         check_agreement(*rest)
     elif kind == "mllib":

@@ -42,6 +42,10 @@ def _non_negative(v: Any) -> str | None:
     return None if v >= 0 else "must be >= 0"
 
 
+def _at_least_8(v: Any) -> str | None:
+    return None if v >= 8 else "must be at least 8 (the generator's base categories)"
+
+
 def _fraction(v: Any) -> str | None:
     return None if 0 <= v < 1 else "must be in [0, 1)"
 
@@ -203,6 +207,10 @@ SCHEMA: dict[str, Key] = {
     "generate.bad_row_fraction": Key(float, 0.002, check=_fraction,
         help="share of rows deliberately broken to exercise the quarantine"),
     "generate.partitions": Key(int, 0, check=_non_negative, help="output files; 0: sized to the data"),
+    "generate.activity": Key(float, 1.0, check=_positive,
+        help="scales every group's invoices per year (1: about 54 lines per customer; 0.37: about 20)"),
+    "generate.categories": Key(int, 8, check=_at_least_8,
+        help="product categories (8 base ones; more split each base category into variants, e.g. home_2)"),
 }
 
 REQUIRED_ONE_OF_AMOUNT = "input.columns.amount, or both input.columns.quantity and input.columns.unit_price"

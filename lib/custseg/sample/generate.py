@@ -100,8 +100,17 @@ def _choose(weights_by_group: list[tuple[float, ...]], group: Column, u: Column)
     return F.size(F.filter(F.element_at(matrix, group + 1), lambda c: c <= u))
 
 
-def customers(spark: SparkSession, n: int, seed: int, span_days: int, partitions: int) -> DataFrame:
-    """One row per customer: id, planted group, activity window (day offsets) and invoice count."""
+def category_names(n: int) -> list[str]:
+    """`n` category names: the base ones, then variants of each in turn (home_2, ..., electronics_3, ...)."""
+    return [CATEGORIES[i] if i < len(CATEGORIES) else f"{CATEGORIES[i % len(CATEGORIES)]}_{i // len(CATEGORIES) + 1}"
+            for i in range(n)]
+
+
+def customers(spark: SparkSession, n: int, seed: int, span_days: int, partitions: int,
+              activity: float = 1.0) -> DataFrame:
+    """One row per customer: id, planted group, activity window (day offsets) and invoice count.
+
+    `activity` scales every group's invoices per year (the planted behaviours keep their proportions)."""
     cid = F.col("id")
     cum, acc = [], 0.0
     for g in GROUPS[:-1]:
@@ -118,7 +127,7 @@ def customers(spark: SparkSession, n: int, seed: int, span_days: int, partitions
         [g.end_days_before_end[1] - g.end_days_before_end[0] for g in GROUPS], group) * _u(seed, cid, "end")
     end = F.greatest(start, F.lit(span_days) - end_before.cast("int"))
     active_years = (end - start + 1) / 365.0
-    rate = _pick([g.invoices_per_year for g in GROUPS], group) * F.exp(0.3 * _normal(seed, cid, "rate"))
+    rate = _pick([g.invoices_per_year * activity for g in GROUPS], group) * F.exp(0.3 * _normal(seed, cid, "rate"))
     n_invoices = F.greatest(F.lit(1), F.round(rate * active_years).cast("int"))
     return (
         spark.range(0, n, numPartitions=partitions)
@@ -133,8 +142,12 @@ def customers(spark: SparkSession, n: int, seed: int, span_days: int, partitions
     )
 
 
-def transaction_lines(customers_df: DataFrame, seed: int, start_date: dt.date) -> DataFrame:
-    """Explode customers into invoices and invoice lines, in the raw export's column names and types."""
+def transaction_lines(customers_df: DataFrame, seed: int, start_date: dt.date, n_categories: int = len(CATEGORIES)
+                      ) -> DataFrame:
+    """Explode customers into invoices and invoice lines, in the raw export's column names and types.
+
+    A line's base category is drawn from its group's weights; with more than the base categories, one of
+    that base's variants (`category_names`) is then drawn uniformly."""
     cid, inv, line = F.col("cid"), F.col("inv"), F.col("line")
     group = F.col("group")
     invoices = customers_df.select("*", F.explode(F.sequence(F.lit(0), F.col("n_invoices") - 1)).alias("inv"))
@@ -155,6 +168,11 @@ def transaction_lines(customers_df: DataFrame, seed: int, start_date: dt.date) -
     quantity = 1 + (_u(seed, cid, inv, line, "qty") * 4).cast("int")
     unit_price = F.round(F.greatest(line_value / quantity, F.lit(0.1)), 2)
     category_idx = _choose([g.categories for g in GROUPS], group, _u(seed, cid, inv, line, "cat"))
+    if n_categories > len(CATEGORIES):
+        # base b has variants b, b + 8, b + 16, ... below n_categories
+        variants = F.floor((F.lit(n_categories - 1) - category_idx) / len(CATEGORIES)) + 1
+        variant = (_u(seed, cid, inv, line, "variant") * variants).cast("int")
+        category_idx = (category_idx + variant * len(CATEGORIES)).cast("int")
     return invoices.select(
         F.lpad(cid.cast("string"), 8, "0").alias(G_CUSTOMER),
         F.concat(F.when(F.col("is_return"), F.lit("C")).otherwise(F.lit("")),
@@ -163,7 +181,7 @@ def transaction_lines(customers_df: DataFrame, seed: int, start_date: dt.date) -
         F.date_format(F.timestamp_seconds(F.col("ts")), "yyyy-MM-dd HH:mm:ss").alias(G_TIMESTAMP),
         F.when(F.col("is_return"), -quantity).otherwise(quantity).cast("string").alias(G_QUANTITY),
         F.format_string("%.2f", unit_price).alias(G_UNIT_PRICE),
-        F.element_at(F.array(*[F.lit(c) for c in CATEGORIES]), category_idx + 1).alias(G_CATEGORY),
+        F.element_at(F.array(*[F.lit(c) for c in category_names(n_categories)]), category_idx + 1).alias(G_CATEGORY),
         F.element_at(F.array(*[F.lit(c) for c in CHANNELS]), F.col("channel_idx") + 1).alias(G_CHANNEL),
         F.element_at(F.array(*[F.lit(c) for c in COUNTRIES]), F.col("country_idx") + 1).alias(G_COUNTRY),
         cid.alias("_cid"), inv.alias("_inv"), line.alias("_line"),
@@ -210,12 +228,14 @@ def generate(
     end_date: dt.date,
     bad_row_fraction: float = 0.0,
     partitions: int = 0,
+    activity: float = 1.0,
+    n_categories: int = len(CATEGORIES),
 ) -> tuple[DataFrame, DataFrame]:
     """(log, truth): the raw transaction lines and each customer's planted group."""
     span = (end_date - start_date).days
     parts = partitions or max(1, min(400, n_customers // 50_000))
-    cust = customers(spark, n_customers, seed, span, parts)
-    log = transaction_lines(cust, seed, start_date).transform(with_bad_rows(seed, bad_row_fraction))
+    cust = customers(spark, n_customers, seed, span, parts, activity)
+    log = transaction_lines(cust, seed, start_date, n_categories).transform(with_bad_rows(seed, bad_row_fraction))
     names = F.array(*[F.lit(g.name) for g in GROUPS])
     truth = cust.select(F.lpad(F.col("cid").cast("string"), 8, "0").alias(TRUTH_CUSTOMER),
                         F.element_at(names, F.col("group") + 1).alias(TRUTH_GROUP))

@@ -37,6 +37,8 @@ def run(spark: SparkSession, cfg: Config) -> GenerateResult:
         end_date=dt.date.fromisoformat(cfg["generate.end_date"]),
         bad_row_fraction=cfg["generate.bad_row_fraction"],
         partitions=cfg["generate.partitions"],
+        activity=cfg["generate.activity"],
+        n_categories=cfg["generate.categories"],
     )
     if cfg["generate.format"] == "parquet":
         log_df = G.typed_columns(log_df)
