@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from custseg.core import columns as C
+
 REPO = Path(__file__).resolve().parents[1]
 AS_OF = "2024-12-31"
 STEPS = ("generate", "ingest", "features", "duckdb", "check", "kmeans", "segment", "e2e")
@@ -134,19 +136,40 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 # --- the DuckDB reference ------------------------------------------------------------------------
 
-def duckdb_features(raw: str, out: str, as_of: str, threads: int, top_categories: int, top_channels: int) -> None:
-    """custseg's feature definitions (README, Features) in DuckDB SQL, over the raw generated Parquet."""
+def delta_live_files(table: str) -> list[str]:
+    """The Parquet files of a Delta table's latest version, from its JSON commits (adds minus removes).
+
+    Enough for the benchmark's tables, whose logs keep every commit (Delta keeps JSON commits for 30 days,
+    checkpoints or not); DuckDB reads them as plain Parquet.
+    """
+    from urllib.parse import unquote
+
+    live: set[str] = set()
+    for commit in sorted((Path(table) / "_delta_log").glob("*.json")):
+        for line in commit.read_text().splitlines():
+            action = json.loads(line) if line.strip() else {}
+            if "add" in action:
+                live.add(unquote(action["add"]["path"]))
+            elif "remove" in action:
+                live.discard(unquote(action["remove"]["path"]))
+    return sorted(str(Path(table) / f) for f in live)
+
+
+def duckdb_features(table: str, out: str, as_of: str, threads: int, top_categories: int, top_channels: int) -> None:
+    """custseg's feature definitions (README, Features) in DuckDB SQL, over the clean lines custseg's features
+    stage reads: the transactions table's live Parquet files (same input, same work)."""
     import duckdb
 
     d = dt.date.fromisoformat(as_of)
     con = duckdb.connect()
     con.execute(f"SET threads = {threads}; SET TimeZone = 'UTC'; SET preserve_insertion_order = false")
-    # custseg's ingest keeps one of exactly equal lines carrying an invoice id (every benchmark line has
-    # one), so the reference does too: DISTINCT over the whole line
-    lines = (f"SELECT CustomerID AS c, InvoiceNo AS t, CAST(InvoiceDate AS DATE) AS d, "
-             f"CAST(Quantity AS DOUBLE) * CAST(UnitPrice AS DOUBLE) AS amount, Category AS cat, Channel AS ch "
-             f"FROM (SELECT DISTINCT * FROM read_parquet('{raw}/*.parquet')) "
-             f"WHERE CAST(InvoiceDate AS DATE) <= DATE '{as_of}'")
+    files = delta_live_files(table)
+    if not files:
+        raise SystemExit(f"no transactions table at {table}: run the ingest step first")
+    listing = ", ".join(f"'{f}'" for f in files)
+    lines = (f"SELECT {C.CUSTOMER_ID} AS c, {C.TRANSACTION_ID} AS t, {C.TXN_DATE} AS d, {C.AMOUNT} AS amount, "
+             f"{C.IS_RETURN} AS is_return, {C.CATEGORY} AS cat, {C.CHANNEL} AS ch "
+             f"FROM read_parquet([{listing}], hive_partitioning = false) WHERE {C.TXN_DATE} <= DATE '{as_of}'")
 
     def top(col: str, n: int) -> list[str]:
         q = (f"SELECT {col} FROM ({lines}) WHERE {col} IS NOT NULL AND {col} <> 'other' AND amount > 0 "
@@ -169,8 +192,8 @@ def duckdb_features(raw: str, out: str, as_of: str, threads: int, top_categories
     sql = f"""
     WITH inv AS (
       SELECT c, d, t, sum(amount) AS net, sum(CASE WHEN amount > 0 THEN amount ELSE 0 END) AS gross,
-             sum(CASE WHEN amount < 0 THEN -amount ELSE 0 END) AS returned, count(*) AS lines,
-             count(*) FILTER (WHERE amount >= 0) AS pl, count(*) FILTER (WHERE amount < 0) AS rl {share_inv}
+             sum(CASE WHEN is_return THEN -amount ELSE 0 END) AS returned, count(*) AS lines,
+             count(*) FILTER (WHERE NOT is_return) AS pl, count(*) FILTER (WHERE is_return) AS rl {share_inv}
       FROM ({lines}) GROUP BY c, d, t),
     day AS (
       SELECT c, d, sum(net) AS net, sum(gross) AS gross, sum(returned) AS returned, sum(lines) AS lines,
@@ -415,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         results["steps"]["features"] = median_of(runs)
     duck = data / f"duckdb_features_{tag}.parquet"
     if "duckdb" in steps:
-        runs = [measure([*me, "--internal", "duckdb", str(raw), str(duck), AS_OF, str(a.threads),
+        runs = [measure([*me, "--internal", "duckdb", str(out / C.TABLE_TRANSACTIONS), str(duck), AS_OF, str(a.threads),
                          str(a.top_categories)],
                         f"duckdb features #{i + 1}") for i in range(a.repeat)]
         results["steps"]["duckdb_features"] = median_of(runs)

@@ -75,10 +75,11 @@ def filter_as_of(as_of: dt.date) -> Callable[[DataFrame], DataFrame]:
 def top_values(df: DataFrame, limits: Mapping[str, int]) -> dict[str, list[str]]:
     """For each column, its `n` values with the most gross spend (ties by name), excluding 'other'.
 
-    One pass over `df` for all the columns (each purchase line is stacked into one row per column, then
-    grouped), and an action bounded by the sum of the limits: the driver holds those few values, never
-    customer-sized data. (`stack` rather than GROUPING SETS: Spark 4.2's generated code for the latter
-    fails to compile here and falls back to the interpreted path, twice as slow.)
+    One pass over `df` for all the columns: purchase lines are summed per combination of the columns'
+    values (a map-side hash aggregation, few rows leave each task), and the combinations are then stacked
+    into one row per column and value and summed again. An action bounded by the sum of the limits: the
+    driver holds those few values, never customer-sized data. (`stack` rather than GROUPING SETS: Spark
+    4.2's generated code for the latter fails to compile here and falls back to the interpreted path.)
     """
     cols = list(limits)
     if not cols:
@@ -87,9 +88,11 @@ def top_values(df: DataFrame, limits: Mapping[str, int]) -> dict[str, list[str]]
     pairs = ", ".join(f"'{c}', `{c}`" for c in cols)
     per_set = (
         df.filter(F.col(C.AMOUNT) > 0)
-        .selectExpr(f"stack({len(cols)}, {pairs}) AS ({which}, {value})", C.AMOUNT)
-        .groupBy(which, value)
+        .groupBy(*cols)
         .agg(F.sum(C.AMOUNT).alias(gross))
+        .selectExpr(f"stack({len(cols)}, {pairs}) AS ({which}, {value})", gross)
+        .groupBy(which, value)
+        .agg(F.sum(gross).alias(gross))
     )
     limit = F.element_at(F.create_map(*[x for c in cols for x in (F.lit(c), F.lit(limits[c]))]), F.col(which))
     rank = F.row_number().over(Window.partitionBy(which).orderBy(F.desc(gross), F.asc(value)))
