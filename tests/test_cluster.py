@@ -477,7 +477,8 @@ def test_pipeline_on_the_cluster_equals_local_mode(spark, cluster: Cluster, tmp_
 
 # --- a lost worker and a killed driver ----------------------------------------------------------------
 
-FAULT_CUSTOMERS = 37_000  # about 2 million lines
+FAULT_CUSTOMERS = 12_000  # about 650,000 lines
+FAULT_LINES = 50 * FAULT_CUSTOMERS  # fewer than the batch holds (about 54 per customer)
 FAULT_FEATURES_AS_OF = AS_OF
 
 
@@ -505,7 +506,7 @@ def test_lost_worker_and_killed_driver(spark, cluster: Cluster, tmp_path: Path) 
               f"generate.truth_path={tmp_path}/truth", "generate.format=parquet", *GENERATED_COLUMNS]
 
     # the input, in three batches: a small one, ingested in local mode (the tables' previous version); a
-    # second small one, whose append is killed mid-write; and about 2 million lines for the features stage
+    # second small one, whose append is killed mid-write; and about 650,000 lines for the features stage
     spark.conf.set("spark.sql.codegen.wholeStage", "true")  # the session turns it off for tiny data
     try:
         def generate(path: Path, customers: int, seed: int, files: int) -> sample.GenerateResult:
@@ -518,7 +519,7 @@ def test_lost_worker_and_killed_driver(spark, cluster: Cluster, tmp_path: Path) 
         big = generate(tmp_path / "batch3", FAULT_CUSTOMERS, 7, 8)
     finally:
         spark.conf.set("spark.sql.codegen.wholeStage", "false")
-    assert big.rows > 1_900_000
+    assert big.rows > FAULT_LINES
     first = runner.run_stage(spark, config.load(None, common), "ingest")
     first_clean = first.clean  # type: ignore[attr-defined]
 
@@ -582,7 +583,7 @@ def test_lost_worker_and_killed_driver(spark, cluster: Cluster, tmp_path: Path) 
     rec = _latest_run(spark, root)
     assert rec["outcome"] == "succeeded" and rec["stages"] == ["ingest", "features"]
     second_clean = rec["counts"]["ingest.clean"]
-    assert second_clean > 1_900_000
+    assert second_clean > FAULT_LINES
     tx = tables.read(spark, f"{root}/{C.TABLE_TRANSACTIONS}")
     assert tx.count() == first_clean + second_clean
     business = [c for c in tx.columns if c not in (C.INGEST_BATCH, C.SOURCE_FILE)]
@@ -602,9 +603,9 @@ def test_lost_worker_and_killed_driver(spark, cluster: Cluster, tmp_path: Path) 
     ui_port = _free_port()
     lost = cluster.submit("features-lost-worker", REPO / "jobs" / "run_pipeline.py",
                           ["--conf", str(conf), "--only", "features", "--as-of", str(AS_OF)],
-                          # splits of at most 8 MB: the scan stage has many tasks to lose one of (the monthly
-                          # partitions' files are few and large enough to make fewer than the 8 watched for)
-                          ["--conf", "spark.sql.files.maxPartitionBytes=8m",
+                          # one split per file (splits of at most 1 MB, files of about 100 KB): the scan stage
+                          # has many tasks to lose one of (Spark would otherwise pack the small files into few)
+                          ["--conf", "spark.sql.files.maxPartitionBytes=1m",
                            "--conf", f"spark.ui.port={ui_port}", "--conf", "spark.eventLog.enabled=true",
                            "--conf", f"spark.eventLog.dir=file://{events}", "--conf", "spark.eventLog.compress=false"],
                           cwd=tmp_path)
