@@ -115,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         redact.install_log_filter(cfg.secrets())  # now the log knows the secret values too
         as_of = config.parse_as_of(args.as_of)
         stages = _stages_for(args)
+        pipeline.check(cfg, stages)
         if args.command != "generate" and "ingest" in stages and not _wants_sample(cfg, args, stages):
             check_local_input(cfg["input.path"])
     except CustsegError as e:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 
 from custseg.core import columns as C
+from custseg.core.config import Config
 from custseg.core.stage import StageContext, StageResult
 from custseg.stages.features import step as features
 from custseg.stages.ingest import step as ingest
@@ -30,6 +31,8 @@ class Stage:
     writes: tuple[str, ...]
     step: Callable[[SparkSession, StageContext], StageResult]
     dated: bool = True  # runs for one as-of date (ingest does not)
+    # checks the stage's own settings (files it reads besides tables) before Spark starts; raises ConfigError
+    check: Callable[[Config], None] | None = None
 
 
 ORDER: tuple[Stage, ...] = (
@@ -46,6 +49,13 @@ ORDER: tuple[Stage, ...] = (
 
 STAGES: tuple[str, ...] = tuple(s.name for s in ORDER)
 BY_NAME: dict[str, Stage] = {s.name: s for s in ORDER}
+
+
+def check(cfg: Config, names: list[str] | tuple[str, ...]) -> None:
+    """Every named stage's own check of the configuration, before Spark starts (a ConfigError names the problem)."""
+    for stage in in_order(names):
+        if stage.check is not None:
+            stage.check(cfg)
 
 
 def in_order(names: list[str] | tuple[str, ...]) -> list[Stage]:

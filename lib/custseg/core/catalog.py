@@ -57,7 +57,7 @@ MODEL_SELECTION_SCHEMA = _fields(
     (C.AS_OF_DATE, _DATE), (C.RUN_ID, _S), ("algorithm", _S), ("k", _I), ("seed", _L), ("cost", _D),
     ("silhouette", _D), ("cluster_sizes", T.ArrayType(_L)), ("n_clusters", _I), ("min_share", _D),
     ("fit_seconds", _D), ("starts", _I), ("eligible", _B), ("chosen", _B), ("outcome", _S), ("sample_rows", _L),
-    ("max_iter", _I),
+    ("max_iter", _I), ("davies_bouldin", _D), ("calinski_harabasz", _D),
 )
 
 MODELS_SCHEMA = _fields(
@@ -70,6 +70,29 @@ SEGMENT_PROFILES_SCHEMA = _fields(
     (C.AS_OF_DATE, _DATE), (C.SEGMENT_ID, _I), ("is_population", _B), ("customers", _L), ("customer_share", _D),
     ("revenue", _D), ("revenue_share", _D), ("feature_mean", _DOUBLE_MAP), ("feature_median", _DOUBLE_MAP),
     ("feature_lift", _DOUBLE_MAP), ("centroid", _DOUBLE_MAP), (C.RUN_ID, _S), (C.MODEL_RUN_ID, _S),
+)
+
+# a readable rule that recognises members: a path of the surrogate decision tree, with how much of the segment it
+# captures (coverage) and how many of the customers it matches are in the segment (precision)
+RULE_TYPE = T.StructType([T.StructField("condition", _S), T.StructField("customers", _L),
+                          T.StructField("coverage", _D), T.StructField("precision", _D)])
+# a feature that sets the segment apart: direction (higher / lower), standardised mean difference, lift
+TOP_FEATURE_TYPE = T.StructType([T.StructField("feature", _S), T.StructField("direction", _S),
+                                 T.StructField("smd", _D), T.StructField("lift", _D),
+                                 T.StructField("segment_mean", _D), T.StructField("population_mean", _D)])
+SEGMENT_DESCRIPTIONS_SCHEMA = _fields(
+    (C.AS_OF_DATE, _DATE), (C.SEGMENT_ID, _I), (C.SEGMENT_NAME, _S), ("name_rule", _S), ("reasons", _S),
+    ("customers", _L), ("customer_share", _D), ("revenue_share", _D), ("rules", T.ArrayType(RULE_TYPE)),
+    ("rule_quality", _S), ("rule_note", _S), ("tree_fidelity", _D), ("tree_depth", _I),
+    ("top_features", T.ArrayType(TOP_FEATURE_TYPE)), ("action", _S), ("action_goal", _S), ("action_channel", _S),
+    ("action_offer", _S), ("action_message", _S), ("action_priority", _I), ("action_reason", _S),
+    ("action_is_fallback", _B), (C.RUN_ID, _S), (C.MODEL_RUN_ID, _S),
+)
+
+SEGMENT_ATTRIBUTE_PROFILES_SCHEMA = _fields(
+    (C.AS_OF_DATE, _DATE), (C.SEGMENT_ID, _I), (C.ATTRIBUTE, _S), (C.ATTRIBUTE_KIND, _S), (C.ATTRIBUTE_VALUE, _S),
+    ("customers", _L), ("share", _D), ("population_share", _D), ("lift", _D), ("p_value", _D), ("mean", _D),
+    ("median", _D), ("population_mean", _D), (C.RUN_ID, _S), (C.MODEL_RUN_ID, _S),
 )
 
 RUNS_SCHEMA = _fields(
@@ -94,6 +117,13 @@ TABLES: dict[str, Table] = {t.name: t for t in (
     Table(C.TABLE_MODEL_SELECTION, "segment", MODEL_SELECTION_SCHEMA, (C.AS_OF_DATE,), "every candidate model"),
     Table(C.TABLE_MODELS, "segment", MODELS_SCHEMA, (), "every saved segmentation model bundle"),
     Table(C.TABLE_SEGMENT_PROFILES, "profile", SEGMENT_PROFILES_SCHEMA, (C.AS_OF_DATE,), "segments described"),
+    Table(C.TABLE_CUSTOMER_ATTRIBUTES, "attributes", None, (), "one row per customer: the attributes input, clean"),
+    Table(C.TABLE_ATTRIBUTES_QUARANTINE, "attributes", QUARANTINE_SCHEMA, (C.QUARANTINE_DATE,),
+          "rejected attribute rows with their reasons"),
+    Table(C.TABLE_SEGMENT_DESCRIPTIONS, "explain", SEGMENT_DESCRIPTIONS_SCHEMA, (C.AS_OF_DATE,),
+          "each segment's name, rules, top features and recommended action"),
+    Table(C.TABLE_SEGMENT_ATTRIBUTE_PROFILES, "explain", SEGMENT_ATTRIBUTE_PROFILES_SCHEMA, (C.AS_OF_DATE,),
+          "customer attributes by segment"),
     Table(C.TABLE_LINEAGE, "runner", LINEAGE_SCHEMA, (), "table versions each stage read and wrote"),
     Table(C.TABLE_RUNS, "runner", RUNS_SCHEMA, (), "one row per invocation, failed ones too"),
 )}

@@ -39,6 +39,10 @@ TABLE_MODEL_SELECTION = "model_selection"
 TABLE_RUNS = "runs"
 TABLE_LINEAGE = "lineage"
 TABLE_MODELS = "segment_models"
+TABLE_SEGMENT_DESCRIPTIONS = "segment_descriptions"
+TABLE_SEGMENT_ATTRIBUTE_PROFILES = "segment_attribute_profiles"
+TABLE_CUSTOMER_ATTRIBUTES = "customer_attributes"
+TABLE_ATTRIBUTES_QUARANTINE = "attributes_quarantine"
 
 # --- transactions table ------------------------------------------------------------------------
 CUSTOMER_ID = "customer_id"
@@ -154,3 +158,16 @@ ASSIGNMENT_SCORED = "scored"  # assigned by a saved model, without refitting
 DISTANCE = "distance_to_centre"
 FEATURES_VECTOR = "features"
 SCALED_VECTOR = "scaled_features"
+
+# --- customer attributes (optional second input) and their profiles ----------------------------
+ATTRIBUTE = "attribute"
+ATTRIBUTE_KIND = "kind"  # categorical or numeric
+ATTRIBUTE_VALUE = "value"
+KIND_CATEGORICAL = "categorical"
+KIND_NUMERIC = "numeric"
+UNKNOWN_VALUE = "unknown"  # a customer without the attribute (or without attributes at all)
+REASON_CONFLICTING_ATTRIBUTES = "conflicting_customer_attributes"
+REASON_UNPARSABLE_ATTRIBUTE = "unparsable_numeric_attribute"
+
+# --- segment descriptions (explain) --------------------------------------------------------------
+SEGMENT_NAME = "segment_name"

@@ -19,6 +19,8 @@ INGEST_MODES = ("overwrite", "append")
 GENERATE_FORMATS = ("csv", "parquet")
 ALGORITHMS = ("kmeans", "bisecting_kmeans")
 SEGMENT_MODES = ("fit", "score")
+SELECTION_METRICS = ("silhouette", "davies_bouldin", "calinski_harabasz")
+EXPORT_FORMATS = ("csv", "parquet")
 SPARK_CONF_PREFIX = "spark.conf."
 
 
@@ -48,6 +50,14 @@ def _at_least_8(v: Any) -> str | None:
 
 def _fraction(v: Any) -> str | None:
     return None if 0 <= v < 1 else "must be in [0, 1)"
+
+
+def _probability(v: Any) -> str | None:
+    return None if 0 <= v <= 1 else "must be in [0, 1]"
+
+
+def _tree_depth(v: Any) -> str | None:
+    return None if 1 <= v <= 10 else "must be between 1 and 10 (deeper rules are not readable)"
 
 
 def _iso_date(v: Any) -> str | None:
@@ -183,6 +193,9 @@ SCHEMA: dict[str, Key] = {
     "segment.k": Key(int, 0, check=_non_negative,
         help="fix k (skips selection when segment.algorithm is set too); 0: select"),
     "segment.algorithm": Key(str, "", choices=("", *ALGORITHMS), help="fix the algorithm; empty: select"),
+    "segment.selection_metric": Key(str, "silhouette", choices=SELECTION_METRICS,
+        help="the validity measure that picks the model among eligible candidates: silhouette (highest), "
+        "davies_bouldin (lowest) or calinski_harabasz (highest); all three are recorded in model_selection"),
     "segment.mode": Key(str, "fit", choices=SEGMENT_MODES,
         help="fit: select and fit a model on the date's features; score: assign segments with a saved model "
         "(segment.model)"),
@@ -190,6 +203,34 @@ SCHEMA: dict[str, Key] = {
         help="the saved model scoring uses: a segment run id, or latest (the newest model fitted on or before "
         "the as-of date)"),
     "segment.model_root": Key(str, "", help="where fitted models are saved; empty: <output.root>/models"),
+    # customer attributes (optional second input; the attributes stage)
+    "attributes.path": Key(str, "", help="file, folder or glob of a customer attributes table (one row per "
+        "customer: an id plus attribute columns); empty: no attributes"),
+    "attributes.format": Key(str, "csv", choices=INPUT_FORMATS, help="format of attributes.path"),
+    "attributes.customer_id": Key(str, "customer_id", check=_non_blank,
+        help="the attributes table's customer id column"),
+    "attributes.categorical": Key(list, [], check=_names,
+        help="attribute columns profiled as categories; with attributes.numeric both empty: every text column"),
+    "attributes.numeric": Key(list, [], check=_names,
+        help="attribute columns profiled as numbers (a value that is not a number is quarantined); with "
+        "attributes.categorical both empty: every numeric column"),
+    "attributes.max_values": Key(int, 20, check=_positive,
+        help="values per categorical attribute profiled on their own; the rarer ones count as 'other'"),
+    # explain (names, rules, actions)
+    "explain.naming_rules": Key(str, "conf/naming.toml", check=_non_blank,
+        help="TOML file of the segment naming rules (see the file for the vocabulary)"),
+    "explain.playbook": Key(str, "conf/playbook.toml", check=_non_blank,
+        help="TOML file mapping segment names or conditions to a recommended action"),
+    "explain.tree_depth": Key(int, 4, check=_tree_depth,
+        help="depth of the surrogate decision tree whose paths are the segments' rules"),
+    "explain.rule_min_precision": Key(float, 0.6, check=_probability,
+        help="a segment whose best rules are less precise than this is flagged as hard to describe"),
+    "explain.rule_min_coverage": Key(float, 0.5, check=_probability,
+        help="a segment whose rules together cover less of it than this is flagged as hard to describe"),
+    "explain.top_features": Key(int, 5, check=_positive, help="distinguishing features listed per segment"),
+    # export
+    "export.max_records_per_file": Key(int, 1_000_000, check=_positive,
+        help="customers per exported file at most (files are written in parallel, never through one task)"),
     # output and run
     "output.root": Key(str, None, True, check=_non_blank,
         help="folder or URI under which every table lives as <output.root>/<table>"),

@@ -269,6 +269,7 @@ def score(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_ver
 def _model_selection_rows(spark: SparkSession, ctx: StageContext, candidates: list[Candidate],
                           n_train: int) -> DataFrame:
     rows = [(ctx.date, ctx.run_id, c.algorithm, c.k, c.seed, c.cost, c.silhouette, c.cluster_sizes, c.n_clusters,
-             c.min_share, c.fit_seconds, c.starts, c.eligible, c.chosen, c.outcome, n_train, c.max_iter)
+             c.min_share, c.fit_seconds, c.starts, c.eligible, c.chosen, c.outcome, n_train, c.max_iter,
+             None, None)
             for c in candidates]
     return spark.createDataFrame(rows, catalog.MODEL_SELECTION_SCHEMA)
