@@ -132,13 +132,40 @@ def test_profiles_add_up_to_the_population(spark, sample_run) -> None:  # type: 
     assert set(pop[0]["centroid"]) >= {C.RECENCY_DAYS, C.GROSS_SPEND}
 
 
+LAPSED_NAMES = ("at risk", "can't lose them", "hibernating", "lost")
+
+
+def test_segment_names_match_the_planted_groups_they_hold(spark, sample_run) -> None:  # type: ignore[no-untyped-def]
+    cfg = sample_run["cfg"]
+    truth = spark.read.parquet(cfg["generate.truth_path"])
+    held = (_read(spark, cfg, C.TABLE_SEGMENTS).join(truth, C.CUSTOMER_ID)
+            .groupBy("planted_group", C.SEGMENT_ID).count().collect())
+    most = {g: max((r for r in held if r[0] == g), key=lambda r: r[2])[1] for g in {r[0] for r in held}}
+    described = {r[C.SEGMENT_ID]: r for r in _read(spark, cfg, C.TABLE_SEGMENT_DESCRIPTIONS).collect()}
+    names = {i: r["name_rule"] for i, r in described.items()}
+    assert names[most["lapsed"]] in LAPSED_NAMES, names
+    assert names[most["new_customers"]] == "new customers", names
+    assert "return" in names[most["bargain_returners"]], names
+    # every segment once, with a unique name, rules measured on its customers, and one action with its reason
+    segments = {r[0] for r in _read(spark, cfg, C.TABLE_SEGMENT_PROFILES).filter("segment_id >= 0")
+                .select(C.SEGMENT_ID).collect()}
+    assert set(described) == segments
+    assert len({r[C.SEGMENT_NAME] for r in described.values()}) == len(described)
+    for r in described.values():
+        assert r["rules"] and all(0 <= x["coverage"] <= 1 and 0 <= x["precision"] <= 1 for x in r["rules"])
+        assert r["action"] and r["action_reason"] and r["top_features"]
+        assert r["rule_quality"] in ("good", "partial", "poor")
+    assert len({r["tree_fidelity"] for r in described.values()}) == 1
+    assert list(described.values())[0]["tree_fidelity"] >= 0.7
+
+
 def test_runs_table_describes_the_run(spark, sample_run) -> None:  # type: ignore[no-untyped-def]
     cfg = sample_run["cfg"]
     run_id = sample_run["summary"].run_id
     row = _read(spark, cfg, C.TABLE_RUNS).filter(F.col(C.RUN_ID) == run_id).first()
     assert row["outcome"] == "succeeded" and row["error"] is None
     assert row[C.AS_OF_DATE] == AS_OF and row["config_hash"] == cfg.digest() and row["seed"] == cfg["run.seed"]
-    assert set(row["stage_seconds"]) == {"ingest", "features", "segment", "profile"}
+    assert set(row["stage_seconds"]) == set(pipeline.STAGES)
     assert row["counts"]["ingest.input"] == (row["counts"]["ingest.clean"] + row["counts"]["ingest.quarantined"]
                                              + row["counts"]["ingest.duplicates"])
     assert row["algorithm"] in ("kmeans", "bisecting_kmeans") and row["table_versions"][C.TABLE_SEGMENTS] >= 0

@@ -1,5 +1,5 @@
 """`custseg`: one subcommand per stage of the registry, plus `run` (the stages in order), `score` (assign
-segments with a saved model) and `generate` (sample data).
+segments with a saved model), `export` (segment members as files for campaigns) and `generate` (sample data).
 
 Arguments and configuration are parsed and validated before Spark starts; any problem ends the command
 with a one-line reason and a non-zero exit code.
@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 from custseg import __version__, pipeline
 from custseg.core import config, redact
 from custseg.core.errors import ConfigError, CustsegError, InputError
+from custseg.core.keys import EXPORT_FORMATS
 from custseg.io.sources import check_local_input
+from custseg.stages.export import step as export_step
 
 log = logging.getLogger("custseg")
 
@@ -31,7 +33,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DESCRIPTION = """\
 custseg turns a customer transaction log into customer segments, as Spark jobs writing Delta tables
 under <output.root>. The stages, in order:
-""" + "\n".join(f"  {s.name:<9} {s.help}" for s in pipeline.ORDER) + """
+""" + "\n".join(f"  {s.name:<10} {s.help}" for s in pipeline.ORDER) + """
 
 Every subcommand takes --conf FILE (TOML), any number of --set key=value overrides, and --as-of
 YYYY-MM-DD (the features' cut-off date; default: the latest transaction date). The configuration keys
@@ -41,19 +43,38 @@ EXTRA_COMMANDS = {
     "generate": "write a synthetic transaction log with planted customer groups (and its truth file)",
     "score": "assign every customer as of a date to a segment with a saved model, without refitting -> segments",
     "run": f"{', '.join(pipeline.STAGES)} in order (skip or pick stages with --skip / --only)",
+    "export": "write the customers of chosen segments, with each segment's name and recommended action, as CSV or "
+              "Parquet files for a campaign tool",
 }
 
+EXPORT_EPILOG = """\
+--segment takes a segment id or a name from segment_descriptions (ignoring case and surrounding space);
+repeat it or separate values with commas. The files hold customer_id (as text), segment_id, segment_name,
+action, action_channel, action_offer, action_message, as_of_date and distance_to_centre, at most
+export.max_records_per_file rows each (CSV with a header row). They are written next to --to and renamed
+to it only when complete: a failed export leaves --to as it was, and --overwrite replaces an existing
+folder only once the new files are written. Needs `custseg explain` for the date.
 
-def _parser() -> argparse.ArgumentParser:
+example:
+  custseg export --as-of 2024-06-30 --segment "At risk" --segment 0,3 --to exports/winback-2024-06
+  custseg export --segment 2 --format parquet --to s3a://bucket/campaigns/june --overwrite"""
+
+
+def _common(as_of_help: str = "features cut-off date, inclusive (default: latest transaction date)",
+            ) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--conf", metavar="FILE", default="conf/local.toml",
                         help="TOML configuration file (default: %(default)s)")
     common.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                         help="override one configuration key, e.g. --set input.path=my.csv (repeatable)")
-    common.add_argument("--as-of", metavar="YYYY-MM-DD", dest="as_of",
-                        help="features cut-off date, inclusive (default: latest transaction date)")
+    common.add_argument("--as-of", metavar="YYYY-MM-DD", dest="as_of", help=as_of_help)
     common.add_argument("-v", "--verbose", action="store_true",
                         help="debug logging, and every JVM warning (spark.quiet_logs=false)")
+    return common
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _common()
 
     p = argparse.ArgumentParser(prog="custseg", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,6 +95,19 @@ def _parser() -> argparse.ArgumentParser:
                     help="run only these stages (repeatable)")
     sp.add_argument("--generate-if-missing", action="store_true",
                     help="first write the synthetic sample log if input.path does not exist")
+    sp = sub.add_parser("export", parents=[_common("the segments' date (default: the latest date in segments)")],
+                        help=EXTRA_COMMANDS["export"], description=EXTRA_COMMANDS["export"], epilog=EXPORT_EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    # checked by export.request, not by argparse: a problem is one line and exit code 2, like a configuration error
+    sp.add_argument("--segment", metavar="ID|NAME", action="append", dest="segments",
+                    help="a segment to export: its id or its name (repeatable, or comma-separated); required")
+    sp.add_argument("--format", metavar=f"{{{','.join(EXPORT_FORMATS)}}}", default="csv",
+                    dest="export_format",
+                    help="file format (default: %(default)s)")
+    sp.add_argument("--to", metavar="PATH",
+                    help="folder or URI to write the files to (it must not exist, unless --overwrite); required")
+    sp.add_argument("--overwrite", action="store_true",
+                    help="replace PATH if it exists, once the new files are written")
     return p
 
 
@@ -106,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     known: config.Config | None = None  # for redacting the error line: None until the configuration loads
     try:
+        if args.command == "export":  # the export's own arguments, checked first
+            args.export = export_step.request(args.segments, args.to, args.export_format, args.overwrite)
         overrides = list(args.overrides)
         if args.verbose:  # everything, the JVM's routine warnings too
             overrides.append("spark.quiet_logs=false")
@@ -171,11 +207,15 @@ def _run(cfg: config.Config, args: argparse.Namespace, stages: list[str], as_of:
     from custseg.sample import step as sample
 
     spark = session.build_session(cfg, args.command)
-    if args.command == "generate":
+    if args.command in ("generate", "export"):  # commands outside the pipeline: not recorded as runs
         summary = runner.RunSummary(runner.new_run_id(), dt.datetime.now(dt.UTC), str(cfg["output.root"]))
         t0 = time.perf_counter()
-        summary.results["generate"] = sample.run(spark, cfg)
-        summary.timings["generate"] = round(time.perf_counter() - t0, 2)
+        if args.command == "generate":
+            summary.results["generate"] = sample.run(spark, cfg)
+        else:
+            result = export_step.run(spark, cfg, args.export, as_of)
+            summary.results["export"], summary.as_of = result, result.as_of
+        summary.timings[args.command] = round(time.perf_counter() - t0, 2)
         return summary
     generated = None
     if _wants_sample(cfg, args, stages):

@@ -15,6 +15,8 @@ from pyspark.sql import SparkSession
 from custseg.core import columns as C
 from custseg.core.config import Config
 from custseg.core.stage import StageContext, StageResult
+from custseg.stages.attributes import step as attributes
+from custseg.stages.explain import step as explain
 from custseg.stages.features import step as features
 from custseg.stages.ingest import step as ingest
 from custseg.stages.profile import step as profile
@@ -38,6 +40,10 @@ class Stage:
 ORDER: tuple[Stage, ...] = (
     Stage("ingest", "validate the input log; clean rows -> transactions, bad rows -> quarantine (with a reason)",
           (), (C.TABLE_TRANSACTIONS, C.TABLE_QUARANTINE, C.TABLE_INGESTED_FILES), ingest.run, dated=False),
+    Stage("attributes", "validate the optional customer attributes (attributes.path) -> customer_attributes, "
+                        "attributes_quarantine",
+          (), (C.TABLE_CUSTOMER_ATTRIBUTES, C.TABLE_ATTRIBUTES_QUARANTINE), attributes.run, dated=False,
+          check=attributes.check),
     Stage("features", "per-customer behavioural features as of a date -> customer_features",
           (C.TABLE_TRANSACTIONS,), (C.TABLE_CUSTOMER_FEATURES,), features.run),
     Stage("segment", "fit a segmentation model, or score with a saved one -> segments, model_selection, "
@@ -45,6 +51,10 @@ ORDER: tuple[Stage, ...] = (
           (C.TABLE_CUSTOMER_FEATURES,), (C.TABLE_SEGMENTS, C.TABLE_MODEL_SELECTION, C.TABLE_MODELS), segment.run),
     Stage("profile", "describe each segment against the whole population -> segment_profiles",
           (C.TABLE_CUSTOMER_FEATURES, C.TABLE_SEGMENTS), (C.TABLE_SEGMENT_PROFILES,), profile.run),
+    Stage("explain", "name each segment, give rules that recognise its members and a recommended action "
+                     "-> segment_descriptions, segment_attribute_profiles",
+          (C.TABLE_SEGMENT_PROFILES, C.TABLE_SEGMENTS, C.TABLE_CUSTOMER_FEATURES, C.TABLE_CUSTOMER_ATTRIBUTES),
+          (C.TABLE_SEGMENT_DESCRIPTIONS, C.TABLE_SEGMENT_ATTRIBUTE_PROFILES), explain.run, check=explain.check),
 )
 
 STAGES: tuple[str, ...] = tuple(s.name for s in ORDER)
