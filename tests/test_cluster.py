@@ -398,6 +398,8 @@ def test_pipeline_on_the_cluster_equals_local_mode(spark, cluster: Cluster, tmp_
         "input": {"path": str(log_path), "format": "csv"},
         "input.columns": COLUMNS,
         "segment": {"k_range": [4, 6], "n_starts": 2, "max_iter": 20},
+        "explain": {"naming_rules": str(REPO / "conf" / "naming.toml"),
+                    "playbook": str(REPO / "conf" / "playbook.toml")},
         "output": {"root": f"file://{tmp_path}/cluster"},
         "run": {"seed": 42},
     })
@@ -460,6 +462,11 @@ def test_pipeline_on_the_cluster_equals_local_mode(spark, cluster: Cluster, tmp_
     drop = (C.RUN_ID, C.MODEL_RUN_ID)
     diffs += _diff_profiles(_rows(spark, f"{a}/{C.TABLE_SEGMENT_PROFILES}", [C.SEGMENT_ID], drop=drop),
                             _rows(spark, f"{b}/{C.TABLE_SEGMENT_PROFILES}", [C.SEGMENT_ID], drop=drop))
+    # names, rules (the surrogate tree, trained on the same split of the same data) and actions
+    described = [{r[C.SEGMENT_ID]: (r[C.SEGMENT_NAME], [x["condition"] for x in r["rules"]], r["action"])
+                  for r in tables.read(spark, f"{root}/{C.TABLE_SEGMENT_DESCRIPTIONS}").collect()} for root in (a, b)]
+    if described[0] != described[1]:
+        diffs.append(f"segment_descriptions: {described[0]} != {described[1]}")
     assert diffs == [], "\n".join(diffs[:40])
     assert len(seg_b) > 1000 and len({v[C.SEGMENT_ID] for v in seg_b.values()}) >= 4
     runs = tables.read(spark, f"{b}/{C.TABLE_RUNS}").collect()

@@ -58,10 +58,27 @@ def _config(root: Path, *extra: str) -> config.Config:
 @pytest.fixture(scope="module")
 def sample_run(spark, tmp_path_factory) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("e2e")
-    cfg = _config(root)
+    cfg = _config(root, f"attributes.path={root}/attributes", "attributes.categorical=['region']",
+                  "attributes.numeric=['age']")
     sample.run(spark, cfg)
+    _write_attributes(spark, cfg, root)
     summary = runner.run(spark, cfg, pipeline.STAGES, AS_OF)
     return {"cfg": cfg, "summary": summary, "root": root}
+
+
+REGIONS = ("north", "south", "east", "west")
+
+
+def _write_attributes(spark, cfg: config.Config, root: Path) -> None:  # type: ignore[no-untyped-def]
+    """A customer attributes file: every champion lives in the north, everyone else anywhere; an age; one
+    customer in ten has no row."""
+    cid = F.col(C.CUSTOMER_ID)
+    anywhere = F.element_at(F.array(*[F.lit(r) for r in REGIONS]), (F.abs(F.hash(cid, F.lit("r"))) % 4 + 1).cast("int"))
+    (spark.read.parquet(cfg["generate.truth_path"])
+     .filter(F.abs(F.hash(cid, F.lit("has"))) % 10 != 0)
+     .select(cid, F.when(F.col("planted_group") == "champions", F.lit("north")).otherwise(anywhere).alias("region"),
+             (20 + F.abs(F.hash(cid, F.lit("age"))) % 50).alias("age"))
+     .coalesce(1).write.csv(str(root / "attributes"), header=True))
 
 
 def _read(spark, cfg: config.Config, table: str):  # type: ignore[no-untyped-def]
@@ -157,6 +174,24 @@ def test_segment_names_match_the_planted_groups_they_hold(spark, sample_run) -> 
         assert r["rule_quality"] in ("good", "partial", "poor")
     assert len({r["tree_fidelity"] for r in described.values()}) == 1
     assert list(described.values())[0]["tree_fidelity"] >= 0.7
+
+
+def test_attributes_are_profiled_by_segment(spark, sample_run) -> None:  # type: ignore[no-untyped-def]
+    cfg = sample_run["cfg"]
+    sizes = {r[0]: r[1] for r in _read(spark, cfg, C.TABLE_SEGMENTS).groupBy(C.SEGMENT_ID).count().collect()}
+    rows = _read(spark, cfg, C.TABLE_SEGMENT_ATTRIBUTE_PROFILES).collect()
+    region = [r for r in rows if r[C.ATTRIBUTE] == "region"]
+    for seg, size in sizes.items():  # every member counted once, those without attributes as unknown
+        assert sum(r["customers"] for r in region if r[C.SEGMENT_ID] == seg) == size
+    assert {r[C.ATTRIBUTE_VALUE] for r in region} == {*REGIONS, C.UNKNOWN_VALUE}
+    truth = spark.read.parquet(cfg["generate.truth_path"])
+    held = (_read(spark, cfg, C.TABLE_SEGMENTS).join(truth, C.CUSTOMER_ID).filter("planted_group = 'champions'")
+            .groupBy(C.SEGMENT_ID).count().orderBy(F.desc("count")).first())
+    north = next(r for r in region if r[C.SEGMENT_ID] == held[0] and r[C.ATTRIBUTE_VALUE] == "north")
+    assert north["lift"] > 1.5 and north["p_value"] < 1e-6, north
+    age = [r for r in rows if r[C.ATTRIBUTE] == "age" and r[C.ATTRIBUTE_VALUE] is None]
+    assert len(age) == len(sizes) + 1 and all(20 <= r["mean"] < 70 for r in age)
+    assert _read(spark, cfg, C.TABLE_CUSTOMER_ATTRIBUTES).count() == pytest.approx(0.9 * N_CUSTOMERS, rel=0.05)
 
 
 def test_runs_table_describes_the_run(spark, sample_run) -> None:  # type: ignore[no-untyped-def]
