@@ -280,3 +280,12 @@ def test_selectors_resolve_ids_and_names_in_order_once() -> None:
         T.resolve_segments(["AT RISK"], available, JUNE)
     with pytest.raises(ConfigError):
         T.parse_selectors(["1,"])
+
+
+def test_a_name_without_its_qualifier_finds_the_segment_when_only_one_has_it() -> None:
+    available = {0: "champions - electronics", 1: "heavy returners - app fashion", 2: "lost (higher spend)",
+                 3: "lost (lower spend)", 4: "heavy returners"}
+    assert T.resolve_segments(["Champions", "lost (lower spend)"], available, JUNE) == [0, 3]
+    assert T.resolve_segments(["heavy returners"], available, JUNE) == [4]  # the full name wins
+    with pytest.raises(StageError, match=r"^--segment 'lost': more than one segment has that name"):
+        T.resolve_segments(["lost"], available, JUNE)

@@ -49,6 +49,11 @@ def _name_key(name: str) -> str:
     return " ".join(name.split()).casefold()
 
 
+def _base_name(name: str) -> str:
+    """A segment name without explain's qualifiers: "at risk - online electronics (higher spend)" -> "at risk"."""
+    return name.split(" - ", 1)[0].split(" (", 1)[0]
+
+
 def describe_available(available: Mapping[int, str]) -> str:
     """`0: Loyal big spenders, 1: At risk`: the segments of a date, for error messages."""
     return ", ".join(f"{i}: {available[i]}" for i in sorted(available)) or "none"
@@ -58,18 +63,21 @@ def resolve_segments(selectors: Sequence[str], available: Mapping[int, str], as_
     """The segment ids the selectors name, each once, in the order given.
 
     A selector of digits is an id; any other is a segment name, matched ignoring case and surrounding (and
-    repeated) spaces. `available` is the date's segment id -> name. A selector that names no segment, or a
-    name shared by several, is a StageError listing the segments that exist.
+    repeated) spaces; a name that is no segment's full name may be its name without the qualifier explain adds
+    ("heavy returners" for "heavy returners - app fashion"). `available` is the date's segment id -> name. A
+    selector that names no segment, or a name shared by several, is a StageError listing the segments that exist.
     """
     by_name: dict[str, list[int]] = {}
+    by_base: dict[str, list[int]] = {}
     for i, name in available.items():
         by_name.setdefault(_name_key(name or ""), []).append(i)
+        by_base.setdefault(_name_key(_base_name(name or "")), []).append(i)
     chosen: list[int] = []
     for sel in selectors:
         if _SEGMENT_ID.fullmatch(sel):
             ids = [int(sel)] if int(sel) in available else []
         else:
-            ids = sorted(by_name.get(_name_key(sel), []))
+            ids = sorted(by_name.get(_name_key(sel)) or by_base.get(_name_key(sel), []))
         if not ids:
             raise StageError(f"--segment {sel!r}: no segment of that id or name as of {as_of}; the segments are "
                              f"{describe_available(available)}")
