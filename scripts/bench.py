@@ -519,7 +519,7 @@ def sample_runs(me: list[str], data: Path, repeat: int) -> dict[str, Any]:
 def sample_quality(out_root: str, truth: str, result: str) -> None:
     """The sample run's chosen model: its silhouette (from the runs table) and its adjusted Rand index
     against the generator's planted groups."""
-    from custseg.stages.segment.select import adjusted_rand_index
+    from custseg.stages.segment.validity import adjusted_rand_index
 
     spark = _spark("2g")
     runs = spark.read.format("delta").load(f"{out_root}/runs").orderBy("started_at").collect()[-1]

@@ -21,6 +21,7 @@ from custseg.core.errors import SegmentationError
 from custseg.io import delta as tables
 from custseg.sample import step as sample
 from custseg.stages.segment import select as segment
+from custseg.stages.segment import validity
 
 pytestmark = pytest.mark.e2e
 
@@ -90,7 +91,7 @@ def test_segments_recover_the_planted_groups(spark, sample_run) -> None:  # type
     truth = spark.read.parquet(cfg["generate.truth_path"])
     cont = (_read(spark, cfg, C.TABLE_SEGMENTS).join(truth, C.CUSTOMER_ID)
             .groupBy(C.SEGMENT_ID, "planted_group").count().collect())
-    ari = segment.adjusted_rand_index([(r[0], r[1], r[2]) for r in cont])
+    ari = validity.adjusted_rand_index([(r[0], r[1], r[2]) for r in cont])
     assert ari >= 0.8, f"adjusted Rand index {ari:.3f}"
 
 

@@ -11,12 +11,12 @@ from pyspark.sql import types as T
 
 from custseg.core import columns as C
 from custseg.io import models
-from custseg.stages.segment import preprocess, select
+from custseg.stages.segment import preprocess, select, validity
 
 
 def test_adjusted_rand_index_identical_and_relabelled_partitions_score_one() -> None:
     # a = [0,0,1,1], b = [x,x,y,y]: the same partition under other names
-    assert select.adjusted_rand_index([(0, "x", 2), (1, "y", 2)]) == pytest.approx(1.0)
+    assert validity.adjusted_rand_index([(0, "x", 2), (1, "y", 2)]) == pytest.approx(1.0)
 
 
 def test_adjusted_rand_index_hand_computed() -> None:
@@ -25,7 +25,7 @@ def test_adjusted_rand_index_hand_computed() -> None:
     # rows: 3,3 -> 3+3 = 6; cols: 2,2,2 -> 1+1+1 = 3; C(6,2) = 15
     # expected = 6*3/15 = 1.2; max = (6+3)/2 = 4.5; ARI = (2-1.2)/(4.5-1.2) = 0.8/3.3
     cont = [(0, 0, 2), (0, 1, 1), (1, 1, 1), (1, 2, 2)]
-    assert select.adjusted_rand_index(cont) == pytest.approx(0.8 / 3.3)
+    assert validity.adjusted_rand_index(cont) == pytest.approx(0.8 / 3.3)
 
 
 def test_model_inputs_expand_maps_and_mark_logged_features() -> None:
@@ -109,6 +109,9 @@ class _FakeModel:
     def __init__(self, cost: float, seed: int) -> None:
         self.seed = seed
         self.summary = type("Summary", (), {"trainingCost": cost, "clusterSizes": [2, 2]})()
+
+    def clusterCenters(self) -> list[list[float]]:
+        return [[0.0, 0.0], [10.0, 0.0]]
 
     def transform(self, df):  # type: ignore[no-untyped-def]
         from pyspark.sql import functions as F

@@ -44,6 +44,7 @@ class FitParams:
     bisecting_selection_max_iter: int = 10
     restart_margin: float = 0.05
     parallelism: int = 4
+    selection_metric: str = "silhouette"  # what `choose` ranks by; the restarts stay on the silhouette
 
     def grid(self) -> list[tuple[str, int]]:
         """The (algorithm, k) candidates to try."""
@@ -59,6 +60,10 @@ class FitParams:
     def search(self) -> S.Search:
         return S.Search(tuple(self.seeds()), self.max_iter, self.bisecting_selection_max_iter,
                         self.min_segment_share, self.restart_margin, self.parallelism)
+
+    def choose(self, candidates: list[S.Candidate]) -> tuple[S.Candidate | None, str]:
+        """The selection rule with these settings' segment.selection_metric."""
+        return S.choose(candidates, self.selection_metric)
 
 
 @dataclass
@@ -145,7 +150,7 @@ def fit(features_df: DataFrame, n_customers: int, inputs: list[ModelInput], map_
     finally:
         if sampled:
             train.unpersist()
-    chosen, rule = S.choose(candidates)
+    chosen, rule = p.choose(candidates)
     fitted_model = Fitted(None, candidates, chosen, rule, n_train, _cached=cached)
     if chosen is None:
         fitted_model.release()

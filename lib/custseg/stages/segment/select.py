@@ -2,10 +2,12 @@
 
 - KMeans and BisectingKMeans are compared over a k range through one `fit_and_score` path: several
   seeded starts per candidate, the lowest within-cluster cost kept, scored by silhouette
-  (ClusteringEvaluator, squared Euclidean) with its cluster sizes.
+  (ClusteringEvaluator, squared Euclidean), Davies-Bouldin and Calinski-Harabasz (`validity`) with its
+  cluster sizes.
 - The rule (`choose`): among candidates whose smallest segment holds at least `min_segment_share` of
-  the customers, the highest silhouette; ties go to the smaller k. When none qualifies, the highest
-  silhouette overall, with the outcome recorded.
+  the customers, the best value of the selection metric (segment.selection_metric: the highest
+  silhouette by default); ties go to the smaller k. When none qualifies, the best value overall, with the
+  outcome recorded.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.util import inheritable_thread_target
 
 from custseg.io.models import PREDICTION
+from custseg.stages.segment.validity import validity_measures
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,8 @@ class Candidate:
     seed: int | None = None
     cost: float | None = None
     silhouette: float | None = None
+    davies_bouldin: float | None = None  # lower is better
+    calinski_harabasz: float | None = None  # higher is better
     cluster_sizes: list[int] = field(default_factory=list)
     n_clusters: int = 0
     min_share: float | None = None
@@ -101,20 +106,24 @@ def _better(cost: float, best: float) -> bool:
 
 def score(model: Any, cand: Candidate, df: DataFrame, features_col: str, min_segment_share: float) -> None:
     """Fill `cand` from its kept start: cluster sizes, silhouette (ClusteringEvaluator, squared Euclidean),
-    eligibility and outcome."""
+    Davies-Bouldin and Calinski-Harabasz (`validity_measures`), eligibility and outcome. All three read the
+    same predictions of `df`."""
     cand.cluster_sizes = [int(s) for s in model.summary.clusterSizes]
     produced = [s for s in cand.cluster_sizes if s > 0]
     cand.n_clusters = len(produced)
     total = sum(produced)
     cand.min_share = (min(produced) / total) if total else None
-    cand.silhouette, cand.outcome = None, "ok"
+    cand.silhouette, cand.davies_bouldin, cand.calinski_harabasz, cand.outcome = None, None, None, "ok"
     if cand.n_clusters < 2:
         cand.outcome = "degenerate: a single cluster"
     else:
+        predicted = model.transform(df)
         evaluator = ClusteringEvaluator(featuresCol=features_col, predictionCol=PREDICTION,
                                         metricName="silhouette", distanceMeasure="squaredEuclidean")
-        sil = float(evaluator.evaluate(model.transform(df)))
+        sil = float(evaluator.evaluate(predicted))
         cand.silhouette = sil if math.isfinite(sil) else None
+        cand.davies_bouldin, cand.calinski_harabasz = validity_measures(predicted, features_col,
+                                                                        model.clusterCenters())
         if cand.silhouette is None:
             cand.outcome = "degenerate: silhouette not finite"
         elif cand.n_clusters < cand.k:
@@ -171,7 +180,11 @@ class Search:
 def contenders(candidates: Sequence[Candidate], margin: float) -> list[int]:
     """Indexes of the candidates that further starts could make the choice: silhouette within `margin` of
     the best eligible candidate's. When no candidate is eligible yet, every scored one: another start can
-    make any of them eligible (a segment above the minimum share), which changes the choice outright."""
+    make any of them eligible (a segment above the minimum share), which changes the choice outright.
+
+    On the silhouette whatever segment.selection_metric chooses with: the margin is a distance on the
+    silhouette's fixed [-1, 1] scale, and Davies-Bouldin and Calinski-Harabasz have no fixed scale to set one
+    on (Calinski-Harabasz grows with the number of customers)."""
     eligible = [c.silhouette for c in candidates if c.eligible and c.silhouette is not None]
     bar = max(eligible) - margin if eligible else -math.inf
     return [i for i, c in enumerate(candidates) if c.silhouette is not None and c.silhouette >= bar]
@@ -207,6 +220,7 @@ def search(df: DataFrame, grid: Sequence[tuple[str, int]], n_rows: int, features
         _log(c, "first start")
 
     parallel(df.sparkSession, [partial(first, i) for i in todo], s.parallelism)
+    # the restarts follow the silhouette, whatever metric `choose` is given (see `contenders`)
     more = contenders([cands[i] for i in todo], s.restart_margin) if len(s.seeds) > 1 else []
     chosen_few = [todo[j] for j in more]
     extra: dict[tuple[int, int], tuple[Any, float, float]] = {}
@@ -245,8 +259,12 @@ def search(df: DataFrame, grid: Sequence[tuple[str, int]], n_rows: int, features
 
 
 def _log(c: Candidate, what: str) -> None:
-    log.info("segment: %-16s k=%-3d silhouette %s cost %.1f smallest %s (%s; %s) %.1f s", c.algorithm, c.k,
-             f"{c.silhouette:.4f}" if c.silhouette is not None else "-", c.cost or 0.0,
+    def fmt(v: float | None, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
+    log.info("segment: %-16s k=%-3d silhouette %s DB %s CH %s cost %.1f smallest %s (%s; %s) %.1f s", c.algorithm,
+             c.k, fmt(c.silhouette, ".4f"), fmt(c.davies_bouldin, ".4f"), fmt(c.calinski_harabasz, ".1f"),
+             c.cost or 0.0,
              f"{c.min_share:.2%}" if c.min_share is not None else "-", c.outcome, what, c.fit_seconds)
 
 
@@ -285,41 +303,36 @@ def parallel(spark: SparkSession, tasks: Sequence[Callable[[], None]], paralleli
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def choose(candidates: Sequence[Candidate]) -> tuple[Candidate | None, str]:
-    """The selection rule: highest silhouette among eligible candidates (ties: smaller k, then kmeans).
+# segment.selection_metric (core.keys.SELECTION_METRICS): whether a higher value is better, and its name in the rule
+METRIC_DIRECTIONS: dict[str, tuple[bool, str]] = {
+    "silhouette": (True, "silhouette"),
+    "davies_bouldin": (False, "Davies-Bouldin index"),
+    "calinski_harabasz": (True, "Calinski-Harabasz index"),
+}
 
-    Falls back to the highest silhouette among all scored candidates, saying so.
+
+def choose(candidates: Sequence[Candidate], metric: str = "silhouette") -> tuple[Candidate | None, str]:
+    """The selection rule: the best `metric` (segment.selection_metric) among eligible candidates: the
+    highest silhouette (the default), the lowest Davies-Bouldin or the highest Calinski-Harabasz; ties:
+    smaller k, then algorithm name. A candidate with no value of the metric ranks after those with one.
+
+    Falls back to the best among all scored candidates (a finite silhouette), saying so.
     """
-    def key(c: Candidate) -> tuple[float, int, str]:
-        return (-(c.silhouette or -2.0), c.k, c.algorithm)
+    if metric not in METRIC_DIRECTIONS:
+        raise ValueError(f"unknown selection metric {metric!r}: one of {', '.join(METRIC_DIRECTIONS)}")
+    higher, name = METRIC_DIRECTIONS[metric]
 
+    def key(c: Candidate) -> tuple[bool, float, int, str]:
+        if metric == "silhouette":
+            return False, -(c.silhouette or -2.0), c.k, c.algorithm  # the rule as it was before the other metrics
+        v = getattr(c, metric)
+        return v is None, 0.0 if v is None else (-v if higher else v), c.k, c.algorithm
+
+    best = f"{'highest' if higher else 'lowest'} {name}"
     eligible = sorted((c for c in candidates if c.eligible), key=key)
     if eligible:
-        return eligible[0], "highest silhouette among candidates meeting the minimum segment size"
+        return eligible[0], f"{best} among candidates meeting the minimum segment size"
     scored = sorted((c for c in candidates if c.silhouette is not None), key=key)
     if scored:
-        return scored[0], "no candidate met the minimum segment size: highest silhouette overall"
+        return scored[0], f"no candidate met the minimum segment size: {best} overall"
     return None, "no candidate produced two or more clusters"
-
-
-def adjusted_rand_index(contingency: Sequence[tuple[Any, Any, int]]) -> float:
-    """ARI of two labelings from their contingency counts [(label_a, label_b, n), ...] (k x g rows)."""
-    def comb2(n: float) -> float:
-        return n * (n - 1) / 2.0
-
-    a_tot: dict[Any, int] = {}
-    b_tot: dict[Any, int] = {}
-    n = 0
-    sum_cells = 0.0
-    for a, b, c in contingency:
-        a_tot[a] = a_tot.get(a, 0) + c
-        b_tot[b] = b_tot.get(b, 0) + c
-        n += c
-        sum_cells += comb2(c)
-    sum_a = sum(comb2(v) for v in a_tot.values())
-    sum_b = sum(comb2(v) for v in b_tot.values())
-    expected = sum_a * sum_b / comb2(n) if n > 1 else 0.0
-    max_index = (sum_a + sum_b) / 2.0
-    if max_index == expected:
-        return 1.0
-    return (sum_cells - expected) / (max_index - expected)

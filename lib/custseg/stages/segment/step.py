@@ -114,7 +114,8 @@ def _params(cfg: Config, n_inputs: int | None) -> FIT.FitParams:
         algorithm=cfg["segment.algorithm"], k_range=(cfg["segment.k_range"][0], cfg["segment.k_range"][1]),
         algorithms=tuple(cfg["segment.algorithms"]),
         bisecting_selection_max_iter=cfg["segment.bisecting_selection_max_iter"],
-        restart_margin=cfg["segment.restart_margin"], parallelism=cfg["segment.parallelism"])
+        restart_margin=cfg["segment.restart_margin"], parallelism=cfg["segment.parallelism"],
+        selection_metric=cfg["segment.selection_metric"])
 
 
 def model_root(cfg: Config) -> str:
@@ -270,6 +271,6 @@ def _model_selection_rows(spark: SparkSession, ctx: StageContext, candidates: li
                           n_train: int) -> DataFrame:
     rows = [(ctx.date, ctx.run_id, c.algorithm, c.k, c.seed, c.cost, c.silhouette, c.cluster_sizes, c.n_clusters,
              c.min_share, c.fit_seconds, c.starts, c.eligible, c.chosen, c.outcome, n_train, c.max_iter,
-             None, None)
+             c.davies_bouldin, c.calinski_harabasz)
             for c in candidates]
     return spark.createDataFrame(rows, catalog.MODEL_SELECTION_SCHEMA)
