@@ -324,3 +324,44 @@ def test_guard_single_cluster_is_degenerate_not_a_crash(spark) -> None:  # type:
     assert cand.n_clusters == 1 and cand.silhouette is None and not cand.eligible
     assert cand.outcome == "degenerate: a single cluster"
     df.unpersist()
+
+
+def test_customer_attributes_as_clustering_inputs_fit_score_profile_and_explain(spark, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # recency interleaves the two regions, so only the attributes tell them apart
+    north, south = "abcd", "efgh"
+    rows = [(c, r, 0.0, 10.0, 10.0) for c, r in zip(north + south, (1, 3, 5, 7, 2, 4, 6, 8), strict=True)]
+    cfg = _config(tmp_path, "segment.features=[\"recency_days\", \"return_rate\"]", "segment.k=2",
+                  "segment.algorithm=kmeans", "segment.min_segment_share=0.0", f"attributes.path={tmp_path}/a.csv",
+                  "attributes.cluster_on=['region', 'age']")
+    feats = spark.createDataFrame(rows, f"{C.CUSTOMER_ID} string, {C.RECENCY_DAYS} int, {C.RETURN_RATE} double, "
+                                        f"{C.GROSS_SPEND} double, {C.TOTAL_SPEND} double").withColumn(C.AS_OF_DATE,
+                                                                                                   F.lit(AS_OF))
+    tables.replace_partition(feats, cfg.table_path(C.TABLE_CUSTOMER_FEATURES), C.TABLE_CUSTOMER_FEATURES, AS_OF)
+    attrs = spark.createDataFrame([(c, "north", 30.0 + i) for i, c in enumerate(north)]
+                                  + [(c, "south", 60.0 + i) for i, c in enumerate(south[:3])],
+                                  f"{C.CUSTOMER_ID} string, region string, age double")  # h: no attributes
+    tables.overwrite(attrs, cfg.table_path(C.TABLE_CUSTOMER_ATTRIBUTES), C.TABLE_CUSTOMER_ATTRIBUTES)
+    fitted = runner.run_stage(spark, cfg, "segment", AS_OF)
+    assert fitted.model_inputs == [C.RECENCY_DAYS, "attribute.region=north", "attribute.region=south", "attribute.age"]
+    segs = {r[0]: r[1] for r in _read(spark, cfg, C.TABLE_SEGMENTS).select(C.CUSTOMER_ID, C.SEGMENT_ID).collect()}
+    # h, without attributes, is 0 on both region indicators: it may go either way
+    assert len({segs[c] for c in north}) == 1 and len({segs[c] for c in "efg"}) == 1
+    assert segs["a"] != segs["e"]
+    scored = runner.run_stage(spark, cfg.with_overrides({"segment.mode": "score"}), "segment", AS_OF)
+    assert scored.model_inputs == fitted.model_inputs
+    again = {r[0]: r[1] for r in _read(spark, cfg, C.TABLE_SEGMENTS).select(C.CUSTOMER_ID, C.SEGMENT_ID).collect()}
+    assert again == segs
+    runner.run(spark, cfg, ["profile", "explain"], AS_OF)
+    centre = {r[C.SEGMENT_ID]: r["centroid"] for r in _read(spark, cfg, C.TABLE_SEGMENT_PROFILES).collect()}
+    # the north segment's share of northerners: 4 of 4, or 4 of 5 when h (no attributes) joined it
+    assert centre[segs["a"]]["attribute.region=north"] == pytest.approx(4 / (4 + (segs["h"] == segs["a"])))
+    assert centre[segs["e"]]["attribute.region=north"] == pytest.approx(0.0)
+    described = _read(spark, cfg, C.TABLE_SEGMENT_DESCRIPTIONS).collect()
+    assert {r["tree_fidelity"] for r in described} == {1.0}
+    assert all("attribute." in r["rules"][0]["condition"] for r in described), [r["rules"] for r in described]
+
+
+def test_clustering_on_attributes_without_attributes_is_a_config_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(config.ConfigError, match=r"^attributes.cluster_on: needs customer attributes: set "
+                                                 r"attributes.path$"):
+        _config(tmp_path, "attributes.cluster_on=['region']")

@@ -186,6 +186,8 @@ def validate(values: Mapping[str, Any], source: str = "") -> Config:
             raise ConfigError(f"segment.algorithms: unknown algorithm {algo!r}; choose from {', '.join(ALGORITHMS)}")
     if not out["segment.algorithms"]:
         raise ConfigError("segment.algorithms: must name at least one algorithm")
+    if out["attributes.cluster_on"] and not out["attributes.path"]:
+        raise ConfigError("attributes.cluster_on: needs customer attributes: set attributes.path")
     if out["generate.start_date"] >= out["generate.end_date"]:
         raise ConfigError("generate.end_date: must be after generate.start_date")
     return Config(out, source)

@@ -214,6 +214,9 @@ SCHEMA: dict[str, Key] = {
     "attributes.numeric": Key(list, [], check=_names,
         help="attribute columns profiled as numbers (a value that is not a number is quarantined); with "
         "attributes.categorical both empty: every numeric column"),
+    "attributes.cluster_on": Key(list, [], check=_names,
+        help="customer attributes the segmentation also clusters on (numeric as they are, categorical as one 0/1 "
+        "input per value); empty: behaviour only"),
     "attributes.max_values": Key(int, 20, check=_positive,
         help="values per categorical attribute profiled on their own; the rarer ones count as 'other'"),
     # explain (names, rules, actions)

@@ -37,6 +37,10 @@ IMPUTED_SUFFIX = "__imp"
 # the pipeline's stages up to and including the Imputer give the inputs in model units (transformed, imputed)
 MODEL_UNITS_STAGES = 2
 
+# customer attributes used as clustering inputs are joined to the features under this prefix (never clashing with a
+# feature column); a categorical attribute enters as one 0/1 indicator per value
+ATTRIBUTE_PREFIX = "attr__"
+
 IDENTITY = "identity"
 SIGNED_LOG1P = "signed_log1p"
 TRANSFORMS = (IDENTITY, SIGNED_LOG1P)
@@ -54,6 +58,7 @@ class ModelInput:
     source: str  # the features-table column
     key: str | None = None  # the map key, for share-map inputs
     transform: str = IDENTITY
+    equals: str | None = None  # a categorical attribute's value: the input is 1 when `source` equals it, else 0
 
     @property
     def model_col(self) -> str:
@@ -68,6 +73,9 @@ class ModelInput:
     @property
     def sql(self) -> str:
         """The raw value as a double, from the features table."""
+        if self.equals is not None:
+            value = self.equals.replace("\\", "\\\\").replace("'", "\\'")  # a Spark SQL string literal
+            return f"CASE WHEN `{self.source}` = '{value}' THEN 1.0D ELSE 0.0D END"
         if self.key is None:
             return f"CAST({self.source} AS DOUBLE)"
         return f"{self.source}['{self.key.replace(chr(39), chr(39) * 2)}']"
@@ -136,6 +144,34 @@ def map_keys(df: DataFrame, columns: Sequence[str]) -> dict[str, list[str]]:
             keys = [r[0] for r in df.select(F.explode(F.map_keys(col))).distinct().collect()]
             out[col] = sorted(k for k in keys if k != C.OTHER_KEY) + ([C.OTHER_KEY] if C.OTHER_KEY in keys else [])
     return out
+
+
+def attribute_names(inputs: Sequence[ModelInput]) -> list[str]:
+    """The customer_attributes columns the inputs read (none for a model of behavioural features only)."""
+    return sorted({i.source[len(ATTRIBUTE_PREFIX):] for i in inputs if i.source.startswith(ATTRIBUTE_PREFIX)})
+
+
+def with_attributes(spark: SparkSession, attributes_path: str, features_df: DataFrame,
+                    names: Sequence[str]) -> DataFrame:
+    """`features_df` with the named customer attributes (prefixed `attr__`), null for customers without a row.
+
+    A StageError says when the attributes table or one of the columns is missing."""
+    from pyspark.sql import functions as F
+
+    from custseg.io import delta
+
+    if not names:
+        return features_df
+    if not delta.exists(spark, attributes_path):
+        raise StageError(f"the model clusters on customer attributes ({', '.join(names)}) but there is no "
+                         f"customer_attributes table at {attributes_path}: set attributes.path and run "
+                         "`custseg attributes`")
+    attrs = delta.read(spark, attributes_path)
+    if missing := [n for n in names if n not in attrs.columns]:
+        raise StageError(f"customer_attributes has no column {', '.join(missing)} (columns: "
+                         f"{', '.join(c for c in attrs.columns if c != C.CUSTOMER_ID)})")
+    picked = attrs.select(C.CUSTOMER_ID, *[F.col(f"`{n}`").alias(ATTRIBUTE_PREFIX + n) for n in names])
+    return features_df.join(picked, C.CUSTOMER_ID, "left")
 
 
 def with_segment_and_distance(

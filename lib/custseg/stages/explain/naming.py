@@ -54,11 +54,13 @@ def rfm_score(value: float | None, cuts: Sequence[float], lower_is_better: bool)
 
 
 def score_segments(segments: Sequence[Segment], naming: Naming, cuts: Mapping[str, Sequence[float]]) -> None:
-    """Fill each segment's r, f, m from its medians and the population's quintile cuts per scored feature."""
+    """Fill each segment's r, f, m from its medians and the population's quintile cuts per scored feature (a
+    feature without cuts, absent from the features table, leaves its score unset)."""
     for seg in segments:
         for score in SCORES:
             feature = naming.scores[score]
-            seg.scores[score] = rfm_score(seg.median.get(feature), cuts.get(feature, []), lower_is_better=score == "r")
+            if feature in cuts:  # else unset: a condition on it does not hold
+                seg.scores[score] = rfm_score(seg.median.get(feature), cuts[feature], lower_is_better=score == "r")
 
 
 def _fmt_lift(v: float | None) -> str:

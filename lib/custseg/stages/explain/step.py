@@ -103,7 +103,8 @@ def run(spark: SparkSession, ctx: StageContext) -> ExplainResult:
 
     # the population's statistics: quintile cuts for r, f, m and each feature's spread (one aggregation)
     features = sorted(population["feature_mean"] or {})
-    scored = [naming.scores[s] for s in V.SCORES]
+    # a scored feature the table lacks leaves its score (r, f or m) unset: conditions on it do not hold
+    scored = [f for s in V.SCORES if (f := naming.scores[s]).partition(".")[0] in feats.columns]
     stats = feats.transform(lambda df: T.population_stats(df, features, scored)).first()
     assert stats is not None
     population_std = {f: stats[f"std_{i}"] for i, f in enumerate(features)}
@@ -116,7 +117,9 @@ def run(spark: SparkSession, ctx: StageContext) -> ExplainResult:
     inputs = bundle.meta.inputs
     names = [i.name for i in inputs]
     cols = [f"x{j}" for j in range(len(inputs))]
-    train = bundle.model_units(feats).select(
+    with_attrs = models.with_attributes(spark, cfg.table_path(C.TABLE_CUSTOMER_ATTRIBUTES), feats,
+                                        models.attribute_names(inputs))  # attributes.cluster_on, if any
+    train = bundle.model_units(with_attrs).select(
         C.CUSTOMER_ID, *[i.inverse(F.col(i.imputed_col)).alias(c) for i, c in zip(inputs, cols, strict=True)]) \
         .join(segs, C.CUSTOMER_ID)
     # not cached: MLlib's tree caches its own binned copy of the input, and a cached join would run its shuffle

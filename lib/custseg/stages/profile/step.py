@@ -58,7 +58,10 @@ def run(spark: SparkSession, ctx: StageContext) -> ProfileResult:
     keys = models.map_keys(feats, [C.CATEGORY_SPEND_SHARE, C.CHANNEL_SPEND_SHARE])
     profile_cols = T.profile_columns(feats, keys)
     centre_cols = [(i.name, i.imputed_col, i.inverse) for i in bundle.meta.inputs]
-    joined = bundle.model_units(feats).select(*feats.columns, *[i.imputed_col for i in bundle.meta.inputs]) \
+    # the model's inputs may include customer attributes (attributes.cluster_on): joined for the model only
+    with_attrs = models.with_attributes(spark, cfg.table_path(C.TABLE_CUSTOMER_ATTRIBUTES), feats,
+                                        models.attribute_names(bundle.meta.inputs))
+    joined = bundle.model_units(with_attrs).select(*feats.columns, *[i.imputed_col for i in bundle.meta.inputs]) \
         .join(segs.select(C.CUSTOMER_ID, C.SEGMENT_ID), C.CUSTOMER_ID)
     profiles = joined.transform(T.segment_profiles(profile_cols, centre_cols, seg_run)).select(
         F.lit(as_of).alias(C.AS_OF_DATE), "*", F.lit(model_run).alias(C.MODEL_RUN_ID))

@@ -83,7 +83,7 @@ def usable_inputs(feats: DataFrame, cfg: Config) -> tuple[list[ModelInput], dict
         raise StageError(f"segment.features: not a column of customer_features: {', '.join(unknown)}")
     wanted_maps = [c for c in sorted(P.MAP_FEATURES) if c in requested or any(r.startswith(c + ".") for r in requested)]
     keys = models.map_keys(feats, wanted_maps)
-    inputs = P.model_inputs(requested, keys)
+    inputs = P.model_inputs(requested, keys) + attribute_inputs(feats, cfg)
     first = feats.agg(*P.non_finite_counts(inputs)).first()
     stats = first.asDict() if first is not None else {}
     non_finite = {i.name: int(n) for i in inputs if (n := stats.get(f"nonfinite__{i.model_col}"))}
@@ -99,6 +99,28 @@ def usable_inputs(feats: DataFrame, cfg: Config) -> tuple[list[ModelInput], dict
     if not kept:
         raise SegmentationError("no feature varies across customers: nothing to cluster on")
     return kept, keys, non_finite
+
+
+def attribute_inputs(feats: DataFrame, cfg: Config) -> list[ModelInput]:
+    """The customer attributes of attributes.cluster_on as model inputs (joined to `feats` by `with_attributes`):
+    a numeric attribute as itself, a categorical one as a 0/1 indicator per value, for its attributes.max_values
+    most frequent values (a customer without the attribute, or with a rarer value, is 0 on every indicator)."""
+    out: list[ModelInput] = []
+    types = dict(feats.dtypes)
+    for name in cfg["attributes.cluster_on"]:
+        col = models.ATTRIBUTE_PREFIX + name
+        if types[col] != "string":
+            out.append(ModelInput(f"attribute.{name}", col))
+            continue
+        top = (feats.filter(F.col(col).isNotNull()).groupBy(col).count()
+               .orderBy(F.desc("count"), F.col(col)).limit(int(cfg["attributes.max_values"])).collect())
+        out += [ModelInput(f"attribute.{name}={r[0]}", col, equals=str(r[0])) for r in top]
+    return out
+
+
+def with_cluster_attributes(spark: SparkSession, cfg: Config, feats: DataFrame, names: list[str]) -> DataFrame:
+    """`feats` with the customer attributes the model clusters on (none: `feats` as it is)."""
+    return models.with_attributes(spark, cfg.table_path(C.TABLE_CUSTOMER_ATTRIBUTES), feats, names)
 
 
 def _params(cfg: Config, n_inputs: int | None) -> FIT.FitParams:
@@ -134,6 +156,7 @@ def run(spark: SparkSession, ctx: StageContext) -> SegmentResult:
     feats, features_version = read_features(spark, ctx.cfg, ctx.date)
     if ctx.cfg["segment.mode"] == "score":
         return score(spark, ctx, feats, features_version)
+    feats = with_cluster_attributes(spark, ctx.cfg, feats, list(ctx.cfg["attributes.cluster_on"]))
     return fit(spark, ctx, feats, features_version)
 
 
@@ -251,6 +274,7 @@ def score(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_ver
     cfg, as_of = ctx.cfg, ctx.date
     path = models.find(spark, cfg.table_path(C.TABLE_MODELS), as_of, cfg["segment.model"])
     bundle = models.load(spark, path)
+    feats = with_cluster_attributes(spark, cfg, feats, models.attribute_names(bundle.meta.inputs))
     bundle.check_features(feats, as_of)
     log.info("segment: scoring customers as of %s with model %s (%s k=%d, fitted as of %s)", as_of, bundle.run_id,
              bundle.meta.algorithm, bundle.meta.k, bundle.meta.as_of_date)
