@@ -8,7 +8,6 @@ that disagree are all quarantined (custseg cannot tell which one is right).
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from pyspark.sql import types as T
 
 from custseg.core import columns as C
 from custseg.core.errors import InputError
+from custseg.core.records import parse_id
+from custseg.core.records import to_quarantine as to_quarantine  # the step and tests use it from here
 
 # the reasons a row is quarantined for, in check order (the first that applies is `reason`)
 REASON_CODES: tuple[str, ...] = (C.REASON_MISSING_CUSTOMER_ID, C.REASON_UNPARSABLE_ATTRIBUTE,
@@ -36,11 +37,6 @@ _VALUES = "__values"
 _DUPLICATE = "__duplicate"
 _AGREE = "__agree"
 _NTH = "__nth"
-
-# Spark's trim removes spaces only; ids also lose tabs, line breaks, non-breaking and other Unicode spaces
-# and byte-order marks around them (as the ingest stage's ids do)
-_EDGE_SPACE = r"^[\s\p{Z}\x{FEFF}]+|[\s\p{Z}\x{FEFF}]+$"
-
 
 @dataclass(frozen=True)
 class Attribute:
@@ -95,24 +91,6 @@ def choose_attributes(schema: T.StructType, id_column: str, categorical: Sequenc
             raise InputError(f"attributes: columns {other!r} and {a.source!r} would both be {a.name!r} in "
                              "customer_attributes (names compare ignoring case, and ' ,;{}()=' become '_')")
     return chosen
-
-
-def parse_id(c: Column, dtype: T.DataType, missing: Sequence[str] = ()) -> Column:
-    """A customer id as text, null when blank or a placeholder (`missing`, ignoring case).
-
-    The same rules as the ingest stage's ids, so that both inputs name a customer alike: leading zeros kept,
-    an integral float id (17850.0) without its '.0', surrounding whitespace of any kind removed, Unicode NFC.
-    """
-    if isinstance(dtype, (T.FloatType, T.DoubleType, T.DecimalType)):
-        whole = F.when(c == F.floor(c), c.cast("decimal(38,0)").cast("string"))
-        return F.when(F.isnan(c.cast("double")), None).otherwise(F.coalesce(whole, c.cast("string")))
-    if isinstance(dtype, T.NumericType):
-        return c.cast("string")
-    t = F.regexp_replace(c.cast("string"), _EDGE_SPACE, "")
-    t = F.when(t.rlike("[^\\x00-\\x7F]"), F.call_function("reflect", F.lit("com.ibm.icu.text.Normalizer"),
-                                                       F.lit("compose"), t, F.lit(False))).otherwise(t)
-    placeholder = F.lower(t).isin([m.strip().lower() for m in missing]) if missing else F.lit(False)
-    return F.when((t == "") | placeholder, None).otherwise(F.regexp_replace(t, r"^(\d+)\.0+$", "$1"))
 
 
 def _text(c: Column) -> Column:
@@ -227,18 +205,5 @@ def to_customer_attributes(attributes: Sequence[Attribute], batch_id: str) -> Ca
         return df.select(F.col(C.CUSTOMER_ID).cast("string"),
                          *[F.col(_slot(i)).cast(types[a.kind]).alias(a.name) for i, a in enumerate(attributes)],
                          F.col(C.SOURCE_FILE).cast("string"), F.lit(batch_id).alias(C.INGEST_BATCH))
-
-    return transform
-
-
-def to_quarantine(batch_id: str, now: dt.datetime) -> Callable[[DataFrame], DataFrame]:
-    """Quarantined rows as stored: reason codes, original values, where they came from, when."""
-
-    def transform(df: DataFrame) -> DataFrame:
-        return df.select(
-            F.col(C.REASON), F.col(C.REASONS), F.col(C.RAW_RECORD), F.col(C.SOURCE_FILE),
-            F.lit(batch_id).alias(C.INGEST_BATCH), F.lit(now).alias(C.QUARANTINED_AT),
-            F.to_date(F.lit(now)).alias(C.QUARANTINE_DATE),
-        )
 
     return transform

@@ -18,6 +18,8 @@ from pyspark.sql import types as T
 
 from custseg.core import catalog
 from custseg.core import columns as C
+from custseg.core.records import parse_id
+from custseg.core.records import to_quarantine as to_quarantine  # the step and tests use it from here
 
 # Tried in order when input.timestamp_format is empty. The first entry (no pattern) is Spark's own
 # ISO-8601 reading: "2024-06-30", "2024-06-30 13:45:00", "2024-06-30T13:45:00.123+02:00", "...Z".
@@ -46,11 +48,6 @@ _RECORD_HASH = "__record_hash"
 _UNIQUE = "__line_key"
 _DUPLICATE = "__duplicate"
 
-# Spark's trim removes spaces only; ids also lose tabs, line breaks, non-breaking and other Unicode spaces
-# and byte-order marks around them
-_EDGE_SPACE = r"^[\s\p{Z}\x{FEFF}]+|[\s\p{Z}\x{FEFF}]+$"
-
-
 @dataclass(frozen=True)
 class Checks:
     """The bounds a valid line keeps within (from the ingest.* keys)."""
@@ -77,28 +74,6 @@ def _blank_to_null(c: Column) -> Column:
 def parse_text(c: Column) -> Column:
     """A trimmed string; blank -> null."""
     return _blank_to_null(c.cast("string"))
-
-
-def parse_id(c: Column, dtype: T.DataType, missing: Sequence[str] = ()) -> Column:
-    """An identifier as text; null when blank or a placeholder for a missing value (`missing`, compared
-    ignoring case).
-
-    Leading zeros are kept; an integral float id (17850.0, the usual artefact of a log that passed through
-    pandas with missing ids) is written without its '.0'. Surrounding whitespace of any kind (tabs,
-    non-breaking spaces) is removed, and text ids are put in Unicode NFC form, so that an id typed as
-    'e' + combining accent and one typed as 'é' are the same customer (ICU, which Spark ships, does the
-    normalising; only ids with a non-ASCII character pay for it).
-    """
-    if isinstance(dtype, (T.FloatType, T.DoubleType, T.DecimalType)):
-        whole = F.when(c == F.floor(c), c.cast("decimal(38,0)").cast("string"))
-        return F.when(F.isnan(c.cast("double")), None).otherwise(F.coalesce(whole, c.cast("string")))
-    if isinstance(dtype, T.NumericType):
-        return c.cast("string")
-    t = F.regexp_replace(c.cast("string"), _EDGE_SPACE, "")
-    t = F.when(t.rlike("[^\\x00-\\x7F]"), F.call_function("reflect", F.lit("com.ibm.icu.text.Normalizer"),
-                                                       F.lit("compose"), t, F.lit(False))).otherwise(t)
-    placeholder = F.lower(t).isin([m.strip().lower() for m in missing]) if missing else F.lit(False)
-    return F.when((t == "") | placeholder, None).otherwise(F.regexp_replace(t, r"^(\d+)\.0+$", "$1"))
 
 
 def parse_number(c: Column, dtype: T.DataType) -> Column:
@@ -323,19 +298,6 @@ def to_transactions(batch_id: str) -> Callable[[DataFrame], DataFrame]:
         out = df.withColumn(C.IS_RETURN, F.col(C.AMOUNT) < 0).withColumn(C.INGEST_BATCH, F.lit(batch_id)) \
             .withColumn(C.TXN_DATE, day).withColumn(C.TXN_MONTH, F.trunc(day, "MM"))
         return out.select(*[F.col(f.name).cast(f.dataType) for f in TRANSACTIONS_SCHEMA.fields])
-
-    return transform
-
-
-def to_quarantine(batch_id: str, now: dt.datetime) -> Callable[[DataFrame], DataFrame]:
-    """Quarantined rows as stored: reason codes, original values, where they came from, when."""
-
-    def transform(df: DataFrame) -> DataFrame:
-        return df.select(
-            F.col(C.REASON), F.col(C.REASONS), F.col(C.RAW_RECORD), F.col(C.SOURCE_FILE),
-            F.lit(batch_id).alias(C.INGEST_BATCH), F.lit(now).alias(C.QUARANTINED_AT),
-            F.to_date(F.lit(now)).alias(C.QUARANTINE_DATE),
-        )
 
     return transform
 
