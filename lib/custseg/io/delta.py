@@ -113,6 +113,8 @@ def partition_columns(spark: SparkSession, path: str) -> list[str]:
 def overwrite(df: DataFrame, path: str, name: str, run_id: str | None = None) -> int:
     """Make table `name` exactly `df`, in one commit (readers see the old or the new table, never a mix).
 
+    A table whose schema its producer defines (None in the catalog) takes `df`'s columns, whatever it had.
+
     A table partitioned otherwise than declared (written by an earlier custseg: `transactions` was
     partitioned by day) is re-partitioned as declared in the same commit. Returns the version written."""
     spark = df.sparkSession
@@ -120,7 +122,11 @@ def overwrite(df: DataFrame, path: str, name: str, run_id: str | None = None) ->
     df = conform(df, name)
     writer = _writer(df, run_id, "overwrite", name)
     declared = _partition_by(name, df)
-    if declared and not created and (before := partition_columns(spark, path)) != declared:
+    if catalog.table(name).schema is None and exists(spark, path):
+        # a table whose columns its producer defines (customer_attributes follows the configured attributes):
+        # the new snapshot's columns replace the old ones in the same commit
+        writer = writer.option("overwriteSchema", "true")
+    elif declared and not created and (before := partition_columns(spark, path)) != declared:
         log.info("table %s: partitioned by %s from this write on (was: %s)", name, ", ".join(declared),
                  ", ".join(before) or "none")
         writer = writer.option("overwriteSchema", "true")

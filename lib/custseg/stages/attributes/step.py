@@ -119,8 +119,8 @@ def _run(spark: SparkSession, ctx: StageContext, source: Config) -> AttributesRe
     checked = Observation("attributes")
     marked = validated.transform(T.mark_repeats_and_conflicts(attributes)).observe(checked, *T.row_counts())
     clean = marked.transform(T.filter_clean).transform(T.to_customer_attributes(attributes, batch))
-    writes = {C.TABLE_CUSTOMER_ATTRIBUTES: _replace_snapshot(clean, cfg.table_path(C.TABLE_CUSTOMER_ATTRIBUTES),
-                                                             ctx.run_id)}
+    writes = {C.TABLE_CUSTOMER_ATTRIBUTES: delta.overwrite(clean, cfg.table_path(C.TABLE_CUSTOMER_ATTRIBUTES),
+                                                           C.TABLE_CUSTOMER_ATTRIBUTES, ctx.run_id)}
     counts = checked.get  # filled by the pass that wrote the clean rows
     n_input, n_clean, n_dup = int(counts["input"]), int(counts["clean"]), int(counts["duplicates"])
     by_reason = {code: int(counts[code]) for code in T.REASON_CODES if counts[code]}
@@ -138,19 +138,6 @@ def _run(spark: SparkSession, ctx: StageContext, source: Config) -> AttributesRe
     for code, n in by_reason.items():
         log.info("attributes: quarantined %d rows: %s", n, code)
     return AttributesResult(True, n_input, n_clean, n_bad, n_dup, by_reason, categorical, numeric, writes=writes)
-
-
-def _replace_snapshot(df: DataFrame, path: str, run_id: str) -> int:
-    """Make customer_attributes exactly `df` in one commit, its columns included, and return the version.
-
-    The table's columns follow the configured attributes, so a new snapshot may have other columns than the
-    last one: unlike `delta.overwrite`, which keeps a table's schema, this write replaces it.
-    """
-    (df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-     .option("userMetadata", f"custseg run {run_id}").save(path))
-    version = delta.version(df.sparkSession, path)
-    assert version is not None  # a write just committed
-    return version
 
 
 def _no_valid_rows(validated: DataFrame, cfg: Config) -> None:
