@@ -95,6 +95,40 @@ SEGMENT_ATTRIBUTE_PROFILES_SCHEMA = _fields(
     ("median", _D), ("population_mean", _D), (C.RUN_ID, _S), (C.MODEL_RUN_ID, _S),
 )
 
+# every segment id ever issued, one row each (never reused once retired): the segment stage adds ids and centres,
+# the explain stage the date's name
+CENTRE_TYPE = T.StructType([T.StructField(C.AS_OF_DATE, _DATE), T.StructField(C.RUN_ID, _S),
+                            T.StructField(C.MODEL_RUN_ID, _S), T.StructField("centre", _DOUBLE_MAP),
+                            T.StructField("match_distance", _D)])
+NAME_TYPE = T.StructType([T.StructField(C.AS_OF_DATE, _DATE), T.StructField(C.RUN_ID, _S),
+                          T.StructField(C.SEGMENT_NAME, _S)])
+SEGMENT_REGISTRY_SCHEMA = _fields(
+    (C.SEGMENT_ID, _I, False), ("status", _S), ("created_as_of", _DATE), ("created_run_id", _S),
+    ("first_as_of", _DATE), ("last_as_of", _DATE), ("retired_as_of", _DATE), (C.MODEL_RUN_ID, _S),
+    ("centre_history", T.ArrayType(CENTRE_TYPE)), ("name_history", T.ArrayType(NAME_TYPE)), ("updated_at", _TS),
+)
+
+# drift of the date's customers against a model's training: one row per model input (scope input: psi), per segment
+# (scope segment: share, distance changes) and one overall row (worst status, reasons, the refresh policy's decision)
+SEGMENT_DRIFT_SCHEMA = _fields(
+    (C.AS_OF_DATE, _DATE), ("scope", _S), ("item", _S), (C.SEGMENT_ID, _I), ("psi", _D), ("training_share", _D),
+    ("share", _D), ("share_change", _D), ("training_mean_distance", _D), ("mean_distance", _D),
+    ("mean_distance_change", _D), ("far_share", _D), ("status", _S), ("reasons", _S), ("decision", _S),
+    ("model_age_days", _I), ("model_as_of_date", _DATE), (C.RUN_ID, _S), (C.MODEL_RUN_ID, _S),
+)
+
+# customers present at the previous and/or this date, from each segment to each segment (null: entered / left)
+SEGMENT_MIGRATION_SCHEMA = _fields(
+    (C.AS_OF_DATE, _DATE), (C.PREVIOUS_AS_OF_DATE, _DATE), (C.FROM_SEGMENT_ID, _I), (C.TO_SEGMENT_ID, _I),
+    (C.MOVEMENT, _S), ("customers", _L), ("share_of_from", _D), ("share_of_to", _D), (C.RUN_ID, _S),
+)
+
+# per segment (and the population, segment_id -1) and KPI: the value, the previous date's value and the change
+SEGMENT_KPIS_SCHEMA = _fields(
+    (C.AS_OF_DATE, _DATE), (C.SEGMENT_ID, _I), (C.KPI, _S), ("value", _D), (C.PREVIOUS_AS_OF_DATE, _DATE),
+    ("previous_value", _D), ("change", _D), ("relative_change", _D), (C.RUN_ID, _S), (C.MODEL_RUN_ID, _S),
+)
+
 RUNS_SCHEMA = _fields(
     (C.RUN_ID, _S), (C.AS_OF_DATE, _DATE), ("started_at", _TS), ("finished_at", _TS), ("outcome", _S), ("error", _S),
     ("stages", T.ArrayType(_S)), ("config_json", _S), ("config_hash", _S), ("seed", _L),
@@ -124,6 +158,14 @@ TABLES: dict[str, Table] = {t.name: t for t in (
           "each segment's name, rules, top features and recommended action"),
     Table(C.TABLE_SEGMENT_ATTRIBUTE_PROFILES, "explain", SEGMENT_ATTRIBUTE_PROFILES_SCHEMA, (C.AS_OF_DATE,),
           "customer attributes by segment"),
+    Table(C.TABLE_SEGMENT_REGISTRY, "segment", SEGMENT_REGISTRY_SCHEMA, (),
+          "every segment id ever issued: dates, centres and names over time"),
+    Table(C.TABLE_SEGMENT_DRIFT, "segment", SEGMENT_DRIFT_SCHEMA, (C.AS_OF_DATE,),
+          "drift against the model's training, and the refresh policy's decision"),
+    Table(C.TABLE_SEGMENT_MIGRATION, "monitor", SEGMENT_MIGRATION_SCHEMA, (C.AS_OF_DATE,),
+          "customers moving between segments since the previous date"),
+    Table(C.TABLE_SEGMENT_KPIS, "monitor", SEGMENT_KPIS_SCHEMA, (C.AS_OF_DATE,),
+          "per-segment KPIs and their change since the previous date"),
     Table(C.TABLE_LINEAGE, "runner", LINEAGE_SCHEMA, (), "table versions each stage read and wrote"),
     Table(C.TABLE_RUNS, "runner", RUNS_SCHEMA, (), "one row per invocation, failed ones too"),
 )}

@@ -43,6 +43,10 @@ TABLE_SEGMENT_DESCRIPTIONS = "segment_descriptions"
 TABLE_SEGMENT_ATTRIBUTE_PROFILES = "segment_attribute_profiles"
 TABLE_CUSTOMER_ATTRIBUTES = "customer_attributes"
 TABLE_ATTRIBUTES_QUARANTINE = "attributes_quarantine"
+TABLE_SEGMENT_REGISTRY = "segment_registry"
+TABLE_SEGMENT_DRIFT = "segment_drift"
+TABLE_SEGMENT_MIGRATION = "segment_migration"
+TABLE_SEGMENT_KPIS = "segment_kpis"
 
 # --- transactions table ------------------------------------------------------------------------
 CUSTOMER_ID = "customer_id"
@@ -171,3 +175,25 @@ REASON_UNPARSABLE_ATTRIBUTE = "unparsable_numeric_attribute"
 
 # --- segment descriptions (explain) --------------------------------------------------------------
 SEGMENT_NAME = "segment_name"
+
+# --- segments over time (segment: registry, drift; monitor: migration, KPIs) ----------------------
+PREVIOUS_AS_OF_DATE = "previous_as_of_date"
+FROM_SEGMENT_ID = "from_segment_id"  # null: the customer entered (not in the previous date's segments)
+TO_SEGMENT_ID = "to_segment_id"  # null: the customer left (not in this date's segments)
+MOVEMENT = "movement"
+MOVEMENT_STAYED = "stayed"
+MOVEMENT_MOVED = "moved"
+MOVEMENT_ENTERED = "entered"
+MOVEMENT_LEFT = "left"
+KPI = "kpi"
+POPULATION_SEGMENT_ID = -1  # the whole population's row in segment_profiles and segment_kpis
+DRIFT_SCOPE_INPUT = "input"  # one model input's population stability index
+DRIFT_SCOPE_SEGMENT = "segment"  # one segment's share and distance changes
+DRIFT_SCOPE_OVERALL = "overall"  # the worst status, its reasons and the policy's decision
+STATUS_OK = "ok"
+STATUS_WARN = "warn"
+STATUS_RETRAIN = "retrain"
+DECISION_SCORE = "score"
+DECISION_RETRAIN = "retrain"
+REGISTRY_ACTIVE = "active"
+REGISTRY_RETIRED = "retired"

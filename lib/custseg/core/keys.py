@@ -17,8 +17,10 @@ from custseg.core import columns as C
 INPUT_FORMATS = ("csv", "parquet", "json", "delta")
 INGEST_MODES = ("overwrite", "append")
 GENERATE_FORMATS = ("csv", "parquet")
+# the generator's planted groups (custseg.sample.generate.GROUPS; kept here so that keys imports no Spark)
+GENERATE_GROUPS = ("champions", "loyal_regulars", "big_ticket_rare", "lapsed", "new_customers", "bargain_returners")
 ALGORITHMS = ("kmeans", "bisecting_kmeans")
-SEGMENT_MODES = ("fit", "score")
+SEGMENT_MODES = ("auto", "fit", "score")
 SELECTION_METRICS = ("silhouette", "davies_bouldin", "calinski_harabasz")
 EXPORT_FORMATS = ("csv", "parquet")
 SPARK_CONF_PREFIX = "spark.conf."
@@ -54,6 +56,14 @@ def _fraction(v: Any) -> str | None:
 
 def _probability(v: Any) -> str | None:
     return None if 0 <= v <= 1 else "must be in [0, 1]"
+
+
+def _iso_date_or_blank(v: Any) -> str | None:
+    return None if not str(v).strip() else _iso_date(v)
+
+
+def _at_least_2(v: Any) -> str | None:
+    return None if v >= 2 else "must be at least 2"
 
 
 def _tree_depth(v: Any) -> str | None:
@@ -196,13 +206,46 @@ SCHEMA: dict[str, Key] = {
     "segment.selection_metric": Key(str, "silhouette", choices=SELECTION_METRICS,
         help="the validity measure that picks the model among eligible candidates: silhouette (highest), "
         "davies_bouldin (lowest) or calinski_harabasz (highest); all three are recorded in model_selection"),
-    "segment.mode": Key(str, "fit", choices=SEGMENT_MODES,
-        help="fit: select and fit a model on the date's features; score: assign segments with a saved model "
-        "(segment.model)"),
+    "segment.mode": Key(str, "auto", choices=SEGMENT_MODES,
+        help="auto: score with the latest model while its drift stays below the drift.* retrain thresholds and it "
+        "is younger than segment.max_model_age_days, else refit; fit: always select and fit; score: always "
+        "assign with a saved model (segment.model)"),
+    "segment.max_model_age_days": Key(int, 90, check=_positive,
+        help="segment.mode=auto refits once the latest model was fitted this many days or more before the "
+        "as-of date"),
+    "segment.match_max_distance": Key(float, 1.0, check=_positive,
+        help="a refit's segment keeps the id of the previous model's segment whose centre it is matched to "
+        "(one-to-one, nearest overall) when the centres are at most this far apart in the previous model's "
+        "scaled space (standard deviations); farther: a new id"),
     "segment.model": Key(str, "latest",
         help="the saved model scoring uses: a segment run id, or latest (the newest model fitted on or before "
         "the as-of date)"),
     "segment.model_root": Key(str, "", help="where fitted models are saved; empty: <output.root>/models"),
+    # drift of a date's customers against the model's training (segment_drift); the status of a measure is
+    # retrain at or above its retrain threshold, warn at or above its warn threshold, else ok
+    "drift.bins": Key(int, 10, check=_at_least_2, help="quantile bins of each model input for the population "
+        "stability index (edges from the training data, saved in the model bundle)"),
+    "drift.psi_warn": Key(float, 0.1, check=_positive, help="population stability index of an input that warns"),
+    "drift.psi_retrain": Key(float, 0.25, check=_positive, help="population stability index that asks to refit"),
+    "drift.share_change_warn": Key(float, 0.05, check=_positive,
+        help="change of a segment's customer share (absolute, 0.05 = 5 points) that warns"),
+    "drift.share_change_retrain": Key(float, 0.10, check=_positive, help="change of a segment's share that asks to "
+        "refit"),
+    "drift.far_share_warn": Key(float, 0.10, check=_probability, help="share of a segment's customers farther from "
+        "its centre than the training's 95th percentile distance (0.05 at training) that warns"),
+    "drift.far_share_retrain": Key(float, 0.20, check=_probability, help="that share asking to refit"),
+    "drift.distance_change_warn": Key(float, 0.15, check=_positive,
+        help="relative change of a segment's mean distance to its centre that warns"),
+    "drift.distance_change_retrain": Key(float, 0.30, check=_positive, help="that change asking to refit"),
+    # monitor (migration and KPIs)
+    "monitor.windows_days": Key(list, [30, 90], check=_positive_ints,
+        help="trailing windows of the KPIs: customers active and revenue in the last N days (each must be one "
+        "of features.windows_days)"),
+    # report
+    "report.map_points": Key(int, 3000, check=_positive,
+        help="customers drawn (stratified by segment) for the report's 2-D map"),
+    "report.features": Key(list, [], check=_names,
+        help="features whose distributions the report shows per segment; empty: the model's inputs"),
     # customer attributes (optional second input; the attributes stage)
     "attributes.path": Key(str, "", help="file, folder or glob of a customer attributes table (one row per "
         "customer: an id plus attribute columns); empty: no attributes"),
@@ -255,6 +298,14 @@ SCHEMA: dict[str, Key] = {
         help="scales every group's invoices per year (1: about 54 lines per customer; 0.37: about 20)"),
     "generate.categories": Key(int, 8, check=_at_least_8,
         help="product categories (8 base ones; more split each base category into variants, e.g. home_2)"),
+    "generate.change_date": Key(str, "", check=_iso_date_or_blank,
+        help="a planted change over time: from this date the generate.change_group stops buying, and "
+        "generate.arrivals new customers start; empty: no change"),
+    "generate.change_group": Key(str, "loyal_regulars", choices=GENERATE_GROUPS,
+        help="the planted group that stops buying at generate.change_date"),
+    "generate.arrivals": Key(int, 0, check=_non_negative,
+        help="extra customers (planted as new_customers) whose first purchase falls between generate.change_date "
+        "and generate.end_date"),
 }
 
 REQUIRED_ONE_OF_AMOUNT = "input.columns.amount, or both input.columns.quantity and input.columns.unit_price"
