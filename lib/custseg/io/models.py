@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
     from pyspark.sql import Column, DataFrame, SparkSession
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # 2: segment_ids, training (drift baseline) and settings; format 1 bundles still load
 PIPELINE_DIR = "pipeline"
 META_DIR = "meta"
 PREDICTION = "prediction"
@@ -108,10 +108,14 @@ class BundleMeta:
     k: int
     clustering_col: str
     inputs: list[ModelInput]
-    cluster_to_segment: list[int]  # segment id of MLlib's cluster i
+    cluster_to_segment: list[int]  # segment id of MLlib's cluster i (stable across refits: not always 0..k-1)
     map_keys: dict[str, list[str]] = field(default_factory=dict)  # share-map keys of the map inputs
-    centroids_model: list[list[float]] = field(default_factory=list)  # by segment id, in the clustered space
-    centroids_original: list[dict[str, float]] = field(default_factory=list)  # by segment id, original units
+    centroids_model: list[list[float]] = field(default_factory=list)  # in segment_ids order, clustered space
+    centroids_original: list[dict[str, float]] = field(default_factory=list)  # in segment_ids order, original units
+    segment_ids: list[int] = field(default_factory=list)  # the model's segment ids, ascending
+    # the drift baseline (custseg.stages.segment.drift): input bin edges and shares, segment shares and distances
+    training: dict[str, Any] = field(default_factory=dict)
+    settings: str = ""  # fingerprint of the segment settings the model was fitted with
     metrics: dict[str, Any] = field(default_factory=dict)
     custseg_version: str = ""
     created_at: str = ""
@@ -123,9 +127,11 @@ class BundleMeta:
     @staticmethod
     def from_json(text: str) -> BundleMeta:
         d = json.loads(text)
-        if d.get("format") != BUNDLE_FORMAT:
+        if d.get("format") not in (1, BUNDLE_FORMAT):
             raise StageError(f"model bundle format {d.get('format')!r} is not supported (expected {BUNDLE_FORMAT})")
         d["inputs"] = [ModelInput(**i) for i in d["inputs"]]
+        if d["format"] == 1:  # ids were 0..k-1, centroids in id order; no drift baseline
+            d["segment_ids"], d["format"] = list(range(int(d["k"]))), BUNDLE_FORMAT
         return BundleMeta(**d)
 
 
@@ -175,7 +181,7 @@ def with_attributes(spark: SparkSession, attributes_path: str, features_df: Data
 
 
 def with_segment_and_distance(
-    centers: Sequence[Sequence[float]], cluster_to_segment: Sequence[int], features_col: str
+    centers: Sequence[Sequence[float]], cluster_to_segment: Sequence[int], features_col: str, keep: Sequence[str] = ()
 ) -> Callable[[DataFrame], DataFrame]:
     """Map MLlib's prediction to the segment id and add the Euclidean distance to the cluster's centre.
 
@@ -196,6 +202,7 @@ def with_segment_and_distance(
             F.col(C.CUSTOMER_ID),
             F.element_at(relabel_array, cluster).alias(C.SEGMENT_ID),
             F.sqrt(sq).alias(C.DISTANCE),
+            *keep,
         )
 
     return transform
@@ -235,11 +242,12 @@ class SegmentationModel:
         """customer_id, segment_id and distance to the segment's centre (in the clustered space) for each row."""
         return self.assign_predicted(self.pipeline.transform(features_df))
 
-    def assign_predicted(self, predicted_df: DataFrame) -> DataFrame:
-        """`assign` for rows that already carry the clusterer's prediction and the clustered vector."""
+    def assign_predicted(self, predicted_df: DataFrame, keep: Sequence[str] = ()) -> DataFrame:
+        """`assign` for rows that already carry the clusterer's prediction and the clustered vector (and the
+        columns `keep`)."""
         centers = [list(map(float, c)) for c in self.clusterer.clusterCenters()]
         return predicted_df.transform(
-            with_segment_and_distance(centers, self.meta.cluster_to_segment, self.meta.clustering_col))
+            with_segment_and_distance(centers, self.meta.cluster_to_segment, self.meta.clustering_col, keep))
 
     def model_units(self, features_df: DataFrame) -> DataFrame:
         """`features_df` with each input's `imputed_col`: transformed and imputed, before scaling."""

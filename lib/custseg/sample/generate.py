@@ -107,10 +107,12 @@ def category_names(n: int) -> list[str]:
 
 
 def customers(spark: SparkSession, n: int, seed: int, span_days: int, partitions: int,
-              activity: float = 1.0) -> DataFrame:
+              activity: float = 1.0, arrivals: int = 0, arrival_day: int = 0) -> DataFrame:
     """One row per customer: id, planted group, activity window (day offsets) and invoice count.
 
-    `activity` scales every group's invoices per year (the planted behaviours keep their proportions)."""
+    `activity` scales every group's invoices per year (the planted behaviours keep their proportions).
+    `arrivals` more customers (ids n, n + 1, ...) are new customers whose first purchase falls between
+    `arrival_day` and the end; customers 0..n-1 are the same with or without them."""
     cid = F.col("id")
     cum, acc = [], 0.0
     for g in GROUPS[:-1]:
@@ -120,8 +122,12 @@ def customers(spark: SparkSession, n: int, seed: int, span_days: int, partitions
     group = F.size(F.filter(F.array(*[F.lit(c) for c in cum]), lambda c: c <= u_group))
     start_share = _pick([g.start[0] for g in GROUPS], group) + (
         _pick([g.start[1] - g.start[0] for g in GROUPS], group) * _u(seed, cid, "start"))
-    is_new = group == GROUPS.index(next(g for g in GROUPS if g.name == "new_customers"))
-    start = F.when(is_new, F.lit(span_days) - (_u(seed, cid, "start") * NEW_CUSTOMER_WINDOW_DAYS).cast("int")) \
+    new_group = GROUPS.index(next(g for g in GROUPS if g.name == "new_customers"))
+    arrival = cid >= n
+    group = F.when(arrival, F.lit(new_group)).otherwise(group)
+    is_new = group == new_group
+    start = F.when(arrival, F.lit(arrival_day) + (_u(seed, cid, "start") * (span_days - arrival_day)).cast("int")) \
+        .when(is_new, F.lit(span_days) - (_u(seed, cid, "start") * NEW_CUSTOMER_WINDOW_DAYS).cast("int")) \
         .otherwise((start_share * span_days).cast("int"))
     end_before = _pick([g.end_days_before_end[0] for g in GROUPS], group) + _pick(
         [g.end_days_before_end[1] - g.end_days_before_end[0] for g in GROUPS], group) * _u(seed, cid, "end")
@@ -130,7 +136,7 @@ def customers(spark: SparkSession, n: int, seed: int, span_days: int, partitions
     rate = _pick([g.invoices_per_year * activity for g in GROUPS], group) * F.exp(0.3 * _normal(seed, cid, "rate"))
     n_invoices = F.greatest(F.lit(1), F.round(rate * active_years).cast("int"))
     return (
-        spark.range(0, n, numPartitions=partitions)
+        spark.range(0, n + arrivals, numPartitions=partitions)
         .select(
             cid.alias("cid"),
             group.alias("group"),
@@ -142,17 +148,20 @@ def customers(spark: SparkSession, n: int, seed: int, span_days: int, partitions
     )
 
 
-def transaction_lines(customers_df: DataFrame, seed: int, start_date: dt.date, n_categories: int = len(CATEGORIES)
-                      ) -> DataFrame:
+def transaction_lines(customers_df: DataFrame, seed: int, start_date: dt.date, n_categories: int = len(CATEGORIES),
+                      stop: tuple[int, int] | None = None) -> DataFrame:
     """Explode customers into invoices and invoice lines, in the raw export's column names and types.
 
     A line's base category is drawn from its group's weights; with more than the base categories, one of
-    that base's variants (`category_names`) is then drawn uniformly."""
+    that base's variants (`category_names`) is then drawn uniformly. `stop` = (group, day): that group's
+    invoices from that day on are not made (the group stops buying)."""
     cid, inv, line = F.col("cid"), F.col("inv"), F.col("line")
     group = F.col("group")
     invoices = customers_df.select("*", F.explode(F.sequence(F.lit(0), F.col("n_invoices") - 1)).alias("inv"))
     day = F.col("start_day") + (_u(seed, cid, inv, "day") * (F.col("end_day") - F.col("start_day") + 1)).cast("int")
     second = (8 * 3600 + _u(seed, cid, inv, "sec") * 13 * 3600).cast("long")
+    if stop is not None:
+        invoices = invoices.filter(~((group == stop[0]) & (day >= stop[1])))
     is_return = _u(seed, cid, inv, "ret") < _pick([g.return_prob for g in GROUPS], group)
     n_lines = 1 + (_u(seed, cid, inv, "lines") * _pick([float(g.lines_max) for g in GROUPS], group)).cast("int")
     invoices = invoices.select(
@@ -230,12 +239,23 @@ def generate(
     partitions: int = 0,
     activity: float = 1.0,
     n_categories: int = len(CATEGORIES),
+    change_date: dt.date | None = None,
+    change_group: str = "loyal_regulars",
+    arrivals: int = 0,
 ) -> tuple[DataFrame, DataFrame]:
-    """(log, truth): the raw transaction lines and each customer's planted group."""
+    """(log, truth): the raw transaction lines and each customer's planted group.
+
+    With `change_date`: from that date `change_group` stops buying and `arrivals` new customers start (a
+    planted change over time); without it, `arrivals` new customers start in the last 90 days."""
     span = (end_date - start_date).days
     parts = partitions or max(1, min(400, n_customers // 50_000))
-    cust = customers(spark, n_customers, seed, span, parts, activity)
-    log = transaction_lines(cust, seed, start_date, n_categories).transform(with_bad_rows(seed, bad_row_fraction))
+    change_day = (change_date - start_date).days if change_date else None
+    arrival_day = change_day if change_day is not None else span - NEW_CUSTOMER_WINDOW_DAYS
+    cust = customers(spark, n_customers, seed, span, parts, activity, arrivals, max(0, min(span, arrival_day)))
+    group_index = next(i for i, g in enumerate(GROUPS) if g.name == change_group)
+    stop = (group_index, change_day) if change_day is not None else None
+    log = transaction_lines(cust, seed, start_date, n_categories, stop).transform(
+        with_bad_rows(seed, bad_row_fraction))
     names = F.array(*[F.lit(g.name) for g in GROUPS])
     truth = cust.select(F.lpad(F.col("cid").cast("string"), 8, "0").alias(TRUTH_CUSTOMER),
                         F.element_at(names, F.col("group") + 1).alias(TRUTH_GROUP))

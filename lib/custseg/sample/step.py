@@ -39,6 +39,9 @@ def run(spark: SparkSession, cfg: Config) -> GenerateResult:
         partitions=cfg["generate.partitions"],
         activity=cfg["generate.activity"],
         n_categories=cfg["generate.categories"],
+        change_date=dt.date.fromisoformat(cfg["generate.change_date"]) if cfg["generate.change_date"] else None,
+        change_group=cfg["generate.change_group"],
+        arrivals=cfg["generate.arrivals"],
     )
     if cfg["generate.format"] == "parquet":
         log_df = G.typed_columns(log_df)
@@ -50,7 +53,7 @@ def run(spark: SparkSession, cfg: Config) -> GenerateResult:
     else:
         writer.parquet(cfg["generate.path"])
     truth_df.write.mode("overwrite").parquet(cfg["generate.truth_path"])
-    result = GenerateResult(int(obs.get["rows"]), cfg["generate.customers"], cfg["generate.path"],
-                            cfg["generate.truth_path"])
+    result = GenerateResult(int(obs.get["rows"]), cfg["generate.customers"] + cfg["generate.arrivals"],
+                            cfg["generate.path"], cfg["generate.truth_path"])
     log.info("generate: %s", result.describe())
     return result

@@ -5,6 +5,7 @@ k + 1 rows (never over customers). Deterministic: the same profile gives the sam
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,16 +97,39 @@ def qualifier(seg: Segment, naming: Naming) -> tuple[str, list[str]]:
     return " ".join(words), used
 
 
-def name_segments(segments: Sequence[Segment], naming: Naming) -> dict[int, Named]:
-    """Each segment's name (first rule that holds, plus its qualifier), unique within the run, with reasons."""
+TIER = re.compile(r" \((?:higher spend|lower spend|spend tier \d+)\)$")
+
+
+def kept_name(previous: str | None, seg: Segment, naming: Naming) -> tuple[str, Any] | None:
+    """(`previous` without its spend tier, its rule) when the naming rule behind `previous` still holds for the
+    segment: a segment whose profile has not clearly changed keeps its name (qualifier included)."""
+    if not previous:
+        return None
+    base = TIER.sub("", previous)
+    rules = sorted((r for r in naming.rules if base == r.name or base.startswith(r.name + " - ")),
+                   key=lambda r: -len(r.name))
+    if rules and rules[0].when.holds(seg.facts()):
+        return base, rules[0]
+    return None
+
+
+def name_segments(segments: Sequence[Segment], naming: Naming,
+                  previous: Mapping[int, str] | None = None) -> dict[int, Named]:
+    """Each segment's name (first rule that holds, plus its qualifier), unique within the run, with reasons.
+
+    A segment with a name from an earlier date (`previous`, by stable segment id) keeps it while the rule
+    behind it still holds."""
     base: dict[int, tuple[str, str, list[str]]] = {}
     for seg in segments:
         facts = seg.facts()
-        rule = next((r for r in naming.rules if r.when.holds(facts)), None)
+        kept = kept_name((previous or {}).get(seg.segment_id), seg, naming)
+        rule = kept[1] if kept else next((r for r in naming.rules if r.when.holds(facts)), None)
         rule_name = rule.name if rule else naming.fallback
         qual, qual_features = qualifier(seg, naming)
         name = f"{rule_name} - {qual}" if qual else rule_name
-        if rule is None:
+        if kept:
+            name = kept[0]
+        elif rule is None:
             name = f"{naming.fallback} {seg.segment_id}"
         features = [naming.scores[s] for s in SCORES]
         for fact in (rule.when.names() if rule else []):
@@ -119,6 +143,8 @@ def name_segments(segments: Sequence[Segment], naming: Naming) -> dict[int, Name
                            + (" population" if i == 0 else ""))
         if rule is None:
             reasons.append("no naming rule holds")
+        if kept:
+            reasons.append("name kept from the previous date (its rule still holds)")
         base[seg.segment_id] = (name, rule_name, reasons)
     by_id = {s.segment_id: s for s in segments}
     names = {i: b[0] for i, b in base.items()}

@@ -21,7 +21,7 @@ from custseg.core import columns as C
 from custseg.core.config import Config
 from custseg.core.errors import StageError
 from custseg.core.stage import StageContext, StageResult
-from custseg.io import delta, lineage, models
+from custseg.io import delta, lineage, models, registry
 from custseg.stages.explain import naming as N
 from custseg.stages.explain import rules as R
 from custseg.stages.explain import transform as T
@@ -110,7 +110,9 @@ def run(spark: SparkSession, ctx: StageContext) -> ExplainResult:
     population_std = {f: stats[f"std_{i}"] for i, f in enumerate(features)}
     cuts = {f: [float(c) for c in (stats[f"cuts_{j}"] or [])] for j, f in enumerate(scored)}
     N.score_segments(segments, naming, cuts)
-    named = N.name_segments(segments, naming)
+    reg_path = cfg.table_path(C.TABLE_SEGMENT_REGISTRY)
+    reg = registry.read(spark, reg_path)
+    named = N.name_segments(segments, naming, registry.previous_names(reg, as_of))
 
     # the surrogate tree, on the model's inputs in original units (imputed as the model imputes them)
     bundle = models.load(spark, models.find(spark, cfg.table_path(C.TABLE_MODELS), as_of, model_run))
@@ -168,6 +170,10 @@ def run(spark: SparkSession, ctx: StageContext) -> ExplainResult:
     out = spark.createDataFrame([tuple(d[f] for f in schema.names) for d in descriptions], schema)
     writes[C.TABLE_SEGMENT_DESCRIPTIONS] = delta.replace_partition(
         out, cfg.table_path(C.TABLE_SEGMENT_DESCRIPTIONS), C.TABLE_SEGMENT_DESCRIPTIONS, as_of, ctx.run_id)
+    if reg:  # the date's names join each segment id's name history
+        named_ids = {int(d[C.SEGMENT_ID]): str(d[C.SEGMENT_NAME]) for d in descriptions}
+        updated = registry.with_names(reg, as_of, ctx.run_id, named_ids)
+        writes[C.TABLE_SEGMENT_REGISTRY] = registry.write(spark, reg_path, updated, ctx.run_id)
     return ExplainResult(seg_run, model_run, fidelity, descriptions, attribute_rows, reads=reads, writes=writes)
 
 

@@ -1,7 +1,8 @@
 """Segment, fitting: lay out and preprocess the features, select a model, fit it, number its segments.
 
-Segment ids are ordered by the segment's mean gross spend, highest first, so that id 0 is the most
-valuable segment of a fitted model; the order travels in the model bundle.
+A first model's segment ids are ordered by the segment's mean gross spend, highest first, so that id 0 is its
+most valuable segment; a refit's ids are decided by the caller (`Fitted.with_ids`, `stable`), matching
+the previous model's segments. The ids travel in the model bundle.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from custseg.core.errors import SegmentationError
 from custseg.io.models import PREDICTION, BundleMeta, ModelInput, SegmentationModel, original_units
 from custseg.stages.segment import preprocess as P
 from custseg.stages.segment import select as S
+from custseg.stages.segment import stable as S_ids
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +79,35 @@ class Fitted:
     sample_rows: int
     silhouette: float | None = None
     cost: float | None = None
-    sizes: list[int] = field(default_factory=list)
-    segments: DataFrame | None = None  # customer_id, segment_id, distance (reads the cached matrix)
+    predicted: DataFrame | None = None  # the customers with MLlib's cluster (reads the cached matrix)
+    spend_rank: list[int] = field(default_factory=list)  # clusters by mean gross spend, highest first
+    centers: list[list[float]] = field(default_factory=list)  # by cluster, clustered space
+    centers_original: list[dict[str, float]] = field(default_factory=list)  # by cluster, original units
+    cluster_sizes: list[int] = field(default_factory=list)  # by cluster
     _cached: list[DataFrame] = field(default_factory=list)
+
+    def with_ids(self, cluster_to_segment: list[int]) -> None:
+        """Give the model's clusters these segment ids (stable ids decided by the caller)."""
+        assert self.model is not None
+        self.model.meta = S_ids.relabel(self.model.meta, cluster_to_segment, self.centers, self.centers_original)
+
+    @property
+    def sizes(self) -> list[int]:
+        """Customers per segment, in the model's segment_ids order."""
+        assert self.model is not None
+        by_id = dict(zip(self.model.meta.cluster_to_segment, self.cluster_sizes, strict=True))
+        return [by_id[s] for s in self.model.meta.segment_ids]
+
+    @property
+    def predicted_df(self) -> DataFrame:
+        assert self.predicted is not None
+        return self.predicted
+
+    @property
+    def segments(self) -> DataFrame:
+        """customer_id, segment_id, distance, with the model's current ids."""
+        assert self.model is not None and self.predicted is not None
+        return self.model.assign_predicted(self.predicted)
 
     def release(self) -> None:
         """Unpersist what the fit cached (after the segments are written)."""
@@ -163,30 +191,27 @@ def fit(features_df: DataFrame, n_customers: int, inputs: list[ModelInput], map_
     silhouette = final.silhouette
     centers = [list(map(float, c)) for c in model.clusterCenters()]
     predicted = model.transform(matrix)
-    # order ids by mean gross spend per cluster (k rows)
+    # clusters by mean gross spend, highest first (k rows): the order new ids are issued in
     means = {r[0]: r[1] for r in predicted.groupBy(PREDICTION).agg(F.avg(C.GROSS_SPEND)).collect()}
     ranked = sorted(range(len(centers)), key=lambda i: (-(means.get(i) or 0.0), i))
     relabel = [0] * len(centers)
     for rank, idx in enumerate(ranked):
         relabel[idx] = rank
     pipeline = PipelineModel(stages=[*prep.stages, model])
-    by_segment = [centers[ranked[s]] for s in range(len(centers))]
     used_maps = {i.source for i in inputs if i.key is not None}
     meta = BundleMeta(
         run_id=run_id, as_of_date=str(as_of), features_version=features_version, algorithm=chosen.algorithm,
         k=chosen.k, clustering_col=fcol, inputs=list(inputs), cluster_to_segment=relabel,
-        map_keys={c: keys for c, keys in map_keys.items() if c in used_maps}, centroids_model=by_segment,
-        centroids_original=[original_units(pipeline, inputs, c) for c in by_segment],
+        map_keys={c: keys for c, keys in map_keys.items() if c in used_maps},
         metrics={"silhouette": silhouette, "cost": final.cost, "selection_rule": rule,
                  "selection_sample_rows": n_train, "customers": n_customers},
         custseg_version=__version__, created_at=dt.datetime.now(dt.UTC).isoformat())
-    sizes = [0] * len(centers)
-    for idx, size in enumerate(model.summary.clusterSizes):
-        sizes[relabel[idx]] = int(size)
-    bundle = SegmentationModel(pipeline, meta)
-    fitted_model.model, fitted_model.silhouette, fitted_model.sizes = bundle, silhouette, sizes
-    fitted_model.cost = final.cost
-    fitted_model.segments = bundle.assign_predicted(predicted)
+    originals = [original_units(pipeline, inputs, c) for c in centers]
+    bundle = SegmentationModel(pipeline, S_ids.relabel(meta, relabel, centers, originals))
+    fitted_model.model, fitted_model.silhouette, fitted_model.cost = bundle, silhouette, final.cost
+    fitted_model.spend_rank, fitted_model.centers, fitted_model.centers_original = ranked, centers, originals
+    fitted_model.cluster_sizes = [int(n) for n in model.summary.clusterSizes]
+    fitted_model.predicted = predicted
     return fitted_model
 
 

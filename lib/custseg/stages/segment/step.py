@@ -1,5 +1,6 @@
-"""Segment step: fit a model on the date's features (segment.mode = fit) or assign segments with a saved
-one (score), and write segments, model_selection and the model bundle.
+"""Segment step: fit a model on the date's features or assign segments with a saved one, as segment.mode and the
+refresh policy decide (`refresh`); write segments, model_selection, segment_drift, segment_registry and the
+model bundle. A refit's segments keep the ids of the previous model's segments they match (`stable`).
 
 Both modes read customer_features at the version the features stage recorded for the date, and give
 every customer of that date exactly one segment.
@@ -9,8 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pyspark.sql import DataFrame, Observation, SparkSession
@@ -21,11 +21,15 @@ from custseg.core import columns as C
 from custseg.core.config import Config
 from custseg.core.errors import SegmentationError, StageError
 from custseg.core.stage import StageContext, StageResult
-from custseg.io import delta, lineage, models
-from custseg.io.models import ModelInput
+from custseg.io import delta, lineage, models, registry
+from custseg.io.models import ModelInput, SegmentationModel
+from custseg.stages.segment import drift as DR
 from custseg.stages.segment import fit as FIT
 from custseg.stages.segment import preprocess as P
+from custseg.stages.segment import refresh as R
+from custseg.stages.segment import stable as S_ids
 from custseg.stages.segment.select import Candidate
+from custseg.stages.segment.undo import Undo
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,11 @@ class SegmentResult(StageResult):
     candidates: int = 0
     model_inputs: list[str] = field(default_factory=list)
     non_finite_values: dict[str, int] = field(default_factory=dict)
+    segment_ids: list[int] = field(default_factory=list)  # in segment_sizes' order
+    kept_ids: list[int] = field(default_factory=list)  # a refit's ids matched to the previous model's
+    new_ids: list[int] = field(default_factory=list)
+    decision: str = ""  # the refresh policy's: score or retrain
+    decision_reasons: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {"segment.customers": self.customers}
@@ -54,13 +63,21 @@ class SegmentResult(StageResult):
         return {"algorithm": self.algorithm, "k": self.k, "silhouette": self.silhouette, "cost": self.cost,
                 "model_path": self.model_path}
 
+    def details(self) -> dict[str, str]:
+        return {"segment.decision": self.decision, "segment.decision_reasons": "; ".join(self.decision_reasons),
+                "segment.kept_ids": ",".join(map(str, self.kept_ids)),
+                "segment.new_ids": ",".join(map(str, self.new_ids))}
+
     def describe(self) -> str:
+        why = f"\n    why: {'; '.join(self.decision_reasons)}" if self.decision_reasons else ""
         if self.mode == "score":
             return (f"{self.customers:,} customers scored with model {self.model_run_id} "
-                    f"({self.algorithm} k={self.k}), without refitting")
+                    f"({self.algorithm} k={self.k}), without refitting{why}")
         sil = f"{self.silhouette:.3f}" if self.silhouette is not None else "n/a"
+        ids = (f"; ids kept {', '.join(map(str, self.kept_ids)) or '-'}, new {', '.join(map(str, self.new_ids)) or '-'}"
+               if self.kept_ids else "")
         return (f"{self.algorithm} k={self.k}, silhouette {sil}, chosen from {self.candidates} candidates "
-                f"({self.selection_rule})")
+                f"({self.selection_rule}){ids}{why}")
 
 
 def read_features(spark: SparkSession, cfg: Config, as_of: dt.date) -> tuple[DataFrame, int]:
@@ -152,21 +169,68 @@ def _segments_rows(assigned: DataFrame, ctx: StageContext, model_run_id: str, as
 
 
 def run(spark: SparkSession, ctx: StageContext) -> SegmentResult:
-    """Fit or score, as segment.mode says."""
-    feats, features_version = read_features(spark, ctx.cfg, ctx.date)
-    if ctx.cfg["segment.mode"] == "score":
-        return score(spark, ctx, feats, features_version)
-    feats = with_cluster_attributes(spark, ctx.cfg, feats, list(ctx.cfg["attributes.cluster_on"]))
-    return fit(spark, ctx, feats, features_version)
+    """Score with a saved model or refit, as segment.mode and the refresh policy say (`refresh`)."""
+    cfg, as_of = ctx.cfg, ctx.date
+    feats, features_version = read_features(spark, cfg, as_of)
+    mode = cfg["segment.mode"]
+    model = R.latest_model(spark, cfg, as_of, cfg["segment.model"] if mode == "score" else "latest")
+    if mode == "score" and model is None:  # `find` names what is missing
+        models.find(spark, cfg.table_path(C.TABLE_MODELS), as_of, cfg["segment.model"])
+    ev, model_feats = None, feats
+    if model is not None:
+        try:
+            model_feats = with_cluster_attributes(spark, cfg, feats, models.attribute_names(model.meta.inputs))
+        except StageError as e:
+            if mode == "score":
+                raise
+            ev = R.Evaluation(model, (as_of - dt.date.fromisoformat(model.meta.as_of_date)).days, [str(e)])
+        else:
+            ev = R.evaluate(model, model_feats, cfg, as_of)
+    decision, reasons = R.decide(mode, ev, cfg["segment.max_model_age_days"])
+    log.info("segment: %s (%s)", "scoring with the saved model" if decision == C.DECISION_SCORE else "fitting",
+             "; ".join(reasons))
+    drift = R.drift_rows(spark, as_of, ctx.run_id, ev, decision, reasons)
+    if decision == C.DECISION_SCORE:
+        assert model is not None
+        result = score(spark, ctx, model_feats, features_version, model, drift)
+    else:
+        fit_feats = with_cluster_attributes(spark, cfg, feats, list(cfg["attributes.cluster_on"]))
+        result = fit(spark, ctx, fit_feats, features_version, feats, model, drift)
+    result.decision, result.decision_reasons = decision, reasons
+    return result
 
 
-def fit(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_version: int) -> SegmentResult:
-    """Select and fit a model, save its bundle, write segments (fitted) and model_selection.
+def _stable_ids(spark: SparkSession, cfg: Config, fitted: FIT.Fitted, base_feats: DataFrame,
+                previous: SegmentationModel | None, issued_max: int) -> S_ids.Matched | None:
+    """The refit's ids matched to `previous`'s segments (None: nothing to match, or `previous` cannot read
+    today's features: every segment gets a new id)."""
+    if previous is None:
+        return None
+    try:
+        prev_feats = with_cluster_attributes(spark, cfg, base_feats, models.attribute_names(previous.meta.inputs))
+        previous.check_features(prev_feats, previous.meta.as_of_date)
+    except StageError as e:
+        log.warning("segment: the segments cannot be matched to model %s's (%s): every segment gets a new id",
+                    previous.run_id, e)
+        return None
+    centres = S_ids.centres_in_previous_space(previous, prev_feats, fitted.predicted_df, len(fitted.centers))
+    matched = S_ids.stable_ids(centres, previous.meta, fitted.spend_rank, cfg["segment.match_max_distance"],
+                               issued_max)
+    log.info("segment: matched to model %s: kept ids %s, new ids %s (distances %s)", previous.run_id,
+             matched.kept() or "-", matched.new() or "-",
+             ", ".join(f"{d:.3f}" if d is not None else "new" for d in matched.distances))
+    return matched
+
+
+def fit(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_version: int, base_feats: DataFrame,
+        previous: SegmentationModel | None, drift: DataFrame) -> SegmentResult:
+    """Select and fit a model, give its segments stable ids, save its bundle, write segments (fitted),
+    model_selection, segment_drift and segment_registry.
 
     Everything that can refuse the run (too few customers, a k no candidate can reach, no usable model) is
     decided before the first write. The writes then go largest first (the bundle, then segments, whose
     assignment is the one computation left), the small tables last; when one of them fails, the ones
-    already made for the date are undone (`_Undo`), so a failed run leaves that date as it was.
+    already made for the date are undone (`Undo`), so a failed run leaves that date as it was.
     """
     cfg, as_of = ctx.cfg, ctx.date
     n_customers = feats.count()
@@ -175,13 +239,21 @@ def fit(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_versi
     inputs, keys, non_finite = usable_inputs(feats, cfg)
     log.info("segment: %d customers, %d model inputs: %s", n_customers, len(inputs), ", ".join(i.name for i in inputs))
     fitted = FIT.fit(feats, n_customers, inputs, keys, _params(cfg, len(inputs)), as_of, ctx.run_id, features_version)
-    undo = _Undo(spark, as_of)
+    undo = Undo(spark, as_of)
     try:
-        if fitted.model is None or fitted.chosen is None or fitted.segments is None:
+        if fitted.model is None or fitted.chosen is None:
             raise SegmentationError(f"{fitted.rule}: no segmentation as of {as_of} "
                                     f"({_outcomes(fitted.candidates)}); nothing written")
-        selection = _model_selection_rows(spark, ctx, fitted.candidates, fitted.sample_rows)
+        reg_path = cfg.table_path(C.TABLE_SEGMENT_REGISTRY)
+        reg = registry.read(spark, reg_path)
+        matched = _stable_ids(spark, cfg, fitted, base_feats, previous, registry.issued_max(reg))
+        fitted.with_ids(matched.cluster_to_segment if matched else
+                        S_ids.first_ids(fitted.spend_rank, registry.issued_max(reg)))
         bundle = fitted.model
+        bundle.meta = replace(bundle.meta, settings=R.settings_fingerprint(cfg),
+                              training=DR.baseline(bundle, feats, cfg["drift.bins"]))
+        distances = dict(zip(fitted.model.meta.cluster_to_segment, matched.distances, strict=True)) if matched else {}
+        selection = _model_selection_rows(spark, ctx, fitted.candidates, fitted.sample_rows)
         bundle.path = models.bundle_path(model_root(cfg), as_of, ctx.run_id)
         obs = Observation("segments")
         rows = _segments_rows(fitted.segments, ctx, ctx.run_id, C.ASSIGNMENT_FITTED).observe(
@@ -190,28 +262,44 @@ def fit(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_versi
         try:
             undo.directory(bundle.path)
             bundle.save(spark)
-            seg_path = cfg.table_path(C.TABLE_SEGMENTS)
-            undo.partition(seg_path, C.TABLE_SEGMENTS)
-            writes[C.TABLE_SEGMENTS] = delta.replace_partition(rows, seg_path, C.TABLE_SEGMENTS, as_of, ctx.run_id)
-            ms_path = cfg.table_path(C.TABLE_MODEL_SELECTION)
-            undo.partition(ms_path, C.TABLE_MODEL_SELECTION)
-            writes[C.TABLE_MODEL_SELECTION] = delta.replace_partition(selection, ms_path, C.TABLE_MODEL_SELECTION,
-                                                                      as_of, ctx.run_id)
+            writes.update(_write_dated(spark, cfg, undo, ctx, rows, selection, drift))
+            undo.table(reg_path, C.TABLE_SEGMENT_REGISTRY)
+            writes[C.TABLE_SEGMENT_REGISTRY] = registry.write(
+                spark, reg_path, registry.after_fit(reg, bundle.meta, as_of, ctx.run_id, distances), ctx.run_id)
             # the last write: the bundle becomes findable (score, profile) only once everything else is in place
             writes[C.TABLE_MODELS] = models.register(spark, cfg.table_path(C.TABLE_MODELS), bundle, n_customers)
         except BaseException:
             undo.run()
             raise
+        sizes = fitted.sizes
     finally:
         fitted.release()
     chosen = fitted.chosen
     result = SegmentResult(
         "fit", int(obs.get["rows"]), chosen.algorithm, chosen.k, ctx.run_id, bundle.path, fitted.silhouette,
-        fitted.cost, fitted.rule, fitted.sizes, fitted.sample_rows, len(fitted.candidates), [i.name for i in inputs],
-        non_finite, reads={C.TABLE_CUSTOMER_FEATURES: features_version}, writes=writes)
+        fitted.cost, fitted.rule, sizes, fitted.sample_rows, len(fitted.candidates), [i.name for i in inputs],
+        non_finite, segment_ids=list(bundle.meta.segment_ids),
+        kept_ids=matched.kept() if matched else [], new_ids=matched.new() if matched else list(bundle.meta.segment_ids),
+        reads={C.TABLE_CUSTOMER_FEATURES: features_version}, writes=writes)
     log.info("segment: %s k=%d, silhouette %.4f, sizes %s", result.algorithm, result.k,
-             result.silhouette if result.silhouette is not None else float("nan"), result.segment_sizes)
+             result.silhouette if result.silhouette is not None else float("nan"),
+             dict(zip(result.segment_ids, result.segment_sizes, strict=True)))
     return result
+
+
+def _write_dated(spark: SparkSession, cfg: Config, undo: Undo, ctx: StageContext, segments: DataFrame,
+                 selection: DataFrame | None, drift: DataFrame) -> dict[str, int]:
+    """Replace the date's partitions of segments, model_selection (fits only) and segment_drift, in that order,
+    each registered with `undo` first."""
+    writes: dict[str, int] = {}
+    tables = ((C.TABLE_SEGMENTS, segments), (C.TABLE_MODEL_SELECTION, selection), (C.TABLE_SEGMENT_DRIFT, drift))
+    for name, df in tables:
+        if df is None:
+            continue
+        path = cfg.table_path(name)
+        undo.partition(path, name)
+        writes[name] = delta.replace_partition(df, path, name, ctx.date, ctx.run_id)
+    return writes
 
 
 def _outcomes(candidates: list[Candidate]) -> str:
@@ -220,75 +308,34 @@ def _outcomes(candidates: list[Candidate]) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-class _Undo:
-    """Puts back what a failing fit had already written for its date, newest first.
-
-    A table's partition gets the rows it had before the run (read at the version before the run's
-    write; removed when there was none); a bundle directory the run created is deleted. Each step is
-    best effort: a failure to undo is logged, and the original error is what the run reports.
-    """
-
-    def __init__(self, spark: SparkSession, as_of: dt.date) -> None:
-        self.spark = spark
-        self.as_of = as_of
-        self.steps: list[tuple[str, Callable[[], object]]] = []
-
-    def partition(self, path: str, name: str) -> None:
-        """Call before writing table `name`'s partition for the date."""
-        before = delta.version(self.spark, path)
-
-        def restore() -> None:
-            if delta.version(self.spark, path) == before:  # the write did not commit
-                return
-            if before is None:
-                delta.delete_where(self.spark, path, f"{C.AS_OF_DATE} = '{self.as_of}'")
-                return
-            # the date's rows at the version before (none: the replacement just removes the run's rows)
-            old = delta.read(self.spark, path, before).filter(F.col(C.AS_OF_DATE) == F.lit(self.as_of))
-            delta.replace_partition(old, path, name, self.as_of)
-
-        self.steps.append((f"{name} as of {self.as_of}", restore))
-
-    def directory(self, path: str) -> None:
-        """Call before saving a bundle at `path`: it is deleted on undo unless it was there before."""
-        jvm = self.spark.sparkContext._jvm
-        assert jvm is not None
-        hpath = jvm.org.apache.hadoop.fs.Path(path)
-        fs = hpath.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
-        if fs.exists(hpath):
-            return
-        self.steps.append((f"model bundle {path}", lambda: fs.delete(hpath, True)))
-
-    def run(self) -> None:
-        for what, step in reversed(self.steps):
-            try:
-                step()
-                log.warning("segment: the run failed: put back %s as it was", what)
-            except Exception:
-                log.error("segment: the run failed and %s could not be put back", what, exc_info=True)
-        self.steps.clear()
-
-
-def score(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_version: int) -> SegmentResult:
-    """Assign every customer of the date to a segment with a saved bundle, without refitting."""
+def score(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_version: int,
+          bundle: SegmentationModel, drift: DataFrame) -> SegmentResult:
+    """Assign every customer of the date to a segment with a saved bundle, without refitting; write segments,
+    segment_drift and the registry's dates (undone together when one of them fails)."""
     cfg, as_of = ctx.cfg, ctx.date
-    path = models.find(spark, cfg.table_path(C.TABLE_MODELS), as_of, cfg["segment.model"])
-    bundle = models.load(spark, path)
-    feats = with_cluster_attributes(spark, cfg, feats, models.attribute_names(bundle.meta.inputs))
     bundle.check_features(feats, as_of)
     log.info("segment: scoring customers as of %s with model %s (%s k=%d, fitted as of %s)", as_of, bundle.run_id,
              bundle.meta.algorithm, bundle.meta.k, bundle.meta.as_of_date)
     obs = Observation("scored")
+    ids = bundle.meta.segment_ids
     rows = _segments_rows(bundle.assign(feats), ctx, bundle.run_id, C.ASSIGNMENT_SCORED).observe(
-        obs, F.count(F.lit(1)).alias("rows"), *[F.count_if(F.col(C.SEGMENT_ID) == s).alias(f"s{s}")
-                                                for s in range(bundle.meta.k)])
-    written = delta.replace_partition(rows, cfg.table_path(C.TABLE_SEGMENTS), C.TABLE_SEGMENTS, as_of, ctx.run_id)
+        obs, F.count(F.lit(1)).alias("rows"), *[F.count_if(F.col(C.SEGMENT_ID) == s).alias(f"s{s}") for s in ids])
+    undo = Undo(spark, as_of)
+    try:
+        writes = _write_dated(spark, cfg, undo, ctx, rows, None, drift)
+        reg_path = cfg.table_path(C.TABLE_SEGMENT_REGISTRY)
+        reg = registry.read(spark, reg_path)
+        undo.table(reg_path, C.TABLE_SEGMENT_REGISTRY)
+        after = registry.after_score(reg, bundle.meta, as_of)
+        writes[C.TABLE_SEGMENT_REGISTRY] = registry.write(spark, reg_path, after, ctx.run_id)
+    except BaseException:
+        undo.run()
+        raise
     counts = obs.get
     return SegmentResult(
         "score", int(counts["rows"]), bundle.meta.algorithm, bundle.meta.k, bundle.run_id, bundle.path,
-        segment_sizes=[int(counts[f"s{s}"]) for s in range(bundle.meta.k)],
-        model_inputs=[i.name for i in bundle.meta.inputs],
-        reads={C.TABLE_CUSTOMER_FEATURES: features_version}, writes={C.TABLE_SEGMENTS: written})
+        segment_sizes=[int(counts[f"s{s}"]) for s in ids], model_inputs=[i.name for i in bundle.meta.inputs],
+        segment_ids=list(ids), reads={C.TABLE_CUSTOMER_FEATURES: features_version}, writes=writes)
 
 
 def _model_selection_rows(spark: SparkSession, ctx: StageContext, candidates: list[Candidate],
