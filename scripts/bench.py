@@ -462,7 +462,9 @@ def main(argv: list[str] | None = None) -> int:
                     "sklearn kmeans")
         results["steps"]["sklearn"] = {**json.loads(sk.read_text()), "process_peak_rss_gib": r["peak_rss_gib"]}
     if "segment" in steps:
-        runs = [measure(_custseg("segment", *sets, f"--as-of={AS_OF}"), f"custseg segment #{i + 1}")
+        # segment.mode=fit: every repeat selects and fits (auto would score with the first repeat's model)
+        runs = [measure(_custseg("segment", *sets, "--set", "segment.mode=fit", f"--as-of={AS_OF}"),
+                        f"custseg segment #{i + 1}")
                 for i in range(a.repeat)]
         results["steps"]["segment"] = {**median_of(runs), **_segment_facts(runs)}
     if "sample" in steps:

@@ -22,7 +22,7 @@ from custseg.io import delta, models, session
 
 AS_OF = dt.date(2024, 6, 30)
 N_CUSTOMERS = 12
-TABLES = (C.TABLE_SEGMENTS, C.TABLE_MODEL_SELECTION, C.TABLE_MODELS)
+TABLES = (C.TABLE_SEGMENTS, C.TABLE_MODEL_SELECTION, C.TABLE_SEGMENT_DRIFT, C.TABLE_SEGMENT_REGISTRY, C.TABLE_MODELS)
 SETTINGS = ["segment.features=[\"recency_days\", \"return_rate\"]", "segment.k_range=[2, 2]",
             "segment.algorithms=[\"kmeans\"]", "segment.n_starts=1", "segment.max_iter=10",
             "segment.min_segment_share=0.0"]
@@ -104,7 +104,7 @@ def test_the_command_fails_with_the_one_line_reason(spark, good, monkeypatch, ca
 def test_a_failing_write_puts_back_what_the_run_had_written(spark, good, monkeypatch, failing: str) -> None:  # type: ignore[no-untyped-def]
     # the fit succeeds and one of its writes fails: the date's segments, model_selection and segment_models,
     # and its bundles, are what they were (the earlier writes are undone, so their versions move on)
-    cfg = good["cfg"]
+    cfg = good["cfg"].with_overrides({"segment.mode": "fit"})  # auto would score with the good run's model
     before = _state(spark, cfg)
     real_replace = delta.replace_partition
     calls: list[str] = []
