@@ -3,7 +3,8 @@
 #   dist/custseg-<version>-py3-none-any.whl   the package
 #   dist/custseg-env.tar.gz                   a packed Python environment (venv-pack) for spark-submit --archives:
 #                                             custseg (installed from the wheel, not editable), numpy, pyarrow,
-#                                             delta-spark's Python API. No pyspark/py4j: every Spark installation
+#                                             delta-spark's Python API, plotly (the report stage's figures, on the
+#                                             driver). No pyspark/py4j: every Spark installation
 #                                             puts its own on the Python workers' path, matching its JVM.
 # --py-files cannot carry numpy's and pyarrow's native libraries; an unpacked environment can.
 # The environment's bin/python links to the base interpreter it was made from, so every node needs that
@@ -46,10 +47,12 @@ spark_lib="$("$PY" -c 'import os, pyspark; print(os.path.join(os.path.dirname(py
 env_python="$(cd "$ENV_DIR" && pwd)/bin/python"
 (cd / && PYTHONNOUSERSITE=1 PYTHONPATH="$(ls "$spark_lib"/pyspark.zip "$spark_lib"/py4j-*-src.zip | paste -sd:)" \
   "$env_python" -c '
-import sys, custseg, numpy, pyarrow, delta, pyspark.ml.linalg
+import sys, custseg, numpy, pyarrow, delta, pyspark.ml.linalg, plotly
+from plotly.offline import get_plotlyjs
 assert "/site-packages/custseg/" in custseg.__file__, custseg.__file__
+assert len(get_plotlyjs()) > 1_000_000, "plotly without its JavaScript bundle: the report could not inline it"
 print(f"package: environment OK: custseg {custseg.__version__}, numpy {numpy.__version__}, "
-      f"pyarrow {pyarrow.__version__}, python {sys.version.split()[0]}")
+      f"pyarrow {pyarrow.__version__}, plotly {plotly.__version__}, python {sys.version.split()[0]}")
 ')
 
 echo "package: packing $ENV_DIR into $ARCHIVE"

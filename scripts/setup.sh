@@ -40,12 +40,29 @@ if ! ls "$JARS_DIR"/delta-spark_*.jar >/dev/null 2>&1; then
   rmdir "$tmp"
 fi
 
+# Headless Chromium, for the report's browser test (tests/test_report_browser.py) and its screenshot
+# (scripts/report_screenshot.sh): Debian's chromium, installed once when missing and only where apt-get is usable
+# (root); elsewhere one line says so and that test is skipped, saying so. CUSTSEG_NO_BROWSER=1 leaves it out.
+have_chromium() { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; }
+apt_chromium() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; }
+if [ "${CUSTSEG_NO_BROWSER:-0}" != "1" ] && ! have_chromium; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's chromium (headless, for the report's browser test and screenshot)"
+    # the package lists may be missing or stale on a fresh machine: update them once if the first try fails
+    apt_chromium || { apt-get update -q >/dev/null 2>&1 && apt_chromium; } ||
+      echo "setup: apt-get could not install chromium: the report's browser test will be skipped"
+  else
+    echo "setup: no chromium, and apt-get is not usable here (not root): the report's browser test will be skipped"
+  fi
+fi
+
 # The packed cluster environment (scripts/package.sh) holds custseg and what its Python needs besides
 # pyspark and py4j, which every Spark installation ships: numpy and pyarrow (native), delta-spark's Python
-# API and its small dependencies, at the versions installed above. Downloaded once per version set.
+# API and its small dependencies, and plotly (the report's figures, pure Python, with its dependencies narwhals and
+# packaging), at the versions installed above. Downloaded once per version set.
 wanted="$("$VENV/bin/python" - <<'EOF'
 from importlib.metadata import version
-for name in ("numpy", "pyarrow", "delta-spark", "importlib_metadata", "zipp"):
+for name in ("numpy", "pyarrow", "delta-spark", "importlib_metadata", "zipp", "plotly", "narwhals", "packaging"):
     print(f"{name}=={version(name)}")
 EOF
 )"

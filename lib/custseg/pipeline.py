@@ -19,7 +19,9 @@ from custseg.stages.attributes import step as attributes
 from custseg.stages.explain import step as explain
 from custseg.stages.features import step as features
 from custseg.stages.ingest import step as ingest
+from custseg.stages.monitor import step as monitor
 from custseg.stages.profile import step as profile
+from custseg.stages.report import step as report
 from custseg.stages.segment import step as segment
 
 
@@ -46,15 +48,27 @@ ORDER: tuple[Stage, ...] = (
           check=attributes.check),
     Stage("features", "per-customer behavioural features as of a date -> customer_features",
           (C.TABLE_TRANSACTIONS,), (C.TABLE_CUSTOMER_FEATURES,), features.run),
-    Stage("segment", "fit a segmentation model, or score with a saved one -> segments, model_selection, "
-                     "segment_models",
-          (C.TABLE_CUSTOMER_FEATURES,), (C.TABLE_SEGMENTS, C.TABLE_MODEL_SELECTION, C.TABLE_MODELS), segment.run),
+    Stage("segment", "score with the latest model or refit, as segment.mode and drift decide; refits keep "
+                     "segment ids -> segments, model_selection, segment_drift, segment_registry, segment_models",
+          (C.TABLE_CUSTOMER_FEATURES,), (C.TABLE_SEGMENTS, C.TABLE_MODEL_SELECTION, C.TABLE_SEGMENT_DRIFT,
+                                         C.TABLE_SEGMENT_REGISTRY, C.TABLE_MODELS), segment.run),
     Stage("profile", "describe each segment against the whole population -> segment_profiles",
           (C.TABLE_CUSTOMER_FEATURES, C.TABLE_SEGMENTS), (C.TABLE_SEGMENT_PROFILES,), profile.run),
     Stage("explain", "name each segment, give rules that recognise its members and a recommended action "
                      "-> segment_descriptions, segment_attribute_profiles",
           (C.TABLE_SEGMENT_PROFILES, C.TABLE_SEGMENTS, C.TABLE_CUSTOMER_FEATURES, C.TABLE_CUSTOMER_ATTRIBUTES),
-          (C.TABLE_SEGMENT_DESCRIPTIONS, C.TABLE_SEGMENT_ATTRIBUTE_PROFILES), explain.run, check=explain.check),
+          (C.TABLE_SEGMENT_DESCRIPTIONS, C.TABLE_SEGMENT_ATTRIBUTE_PROFILES, C.TABLE_SEGMENT_REGISTRY), explain.run,
+          check=explain.check),
+    Stage("monitor", "customers' movements between segments since the previous date and each segment's KPIs "
+                     "-> segment_migration, segment_kpis",
+          (C.TABLE_SEGMENTS, C.TABLE_CUSTOMER_FEATURES), (C.TABLE_SEGMENT_MIGRATION, C.TABLE_SEGMENT_KPIS), monitor.run,
+          check=monitor.check),
+    Stage("report", "one self-contained HTML page of the date's segments, profiles, model and run "
+                    "-> <output.root>/reports/as_of_date=D/index.html, summary.json",
+          (C.TABLE_SEGMENT_PROFILES, C.TABLE_SEGMENTS, C.TABLE_CUSTOMER_FEATURES, C.TABLE_SEGMENT_DESCRIPTIONS,
+           C.TABLE_MODEL_SELECTION, C.TABLE_MODELS, C.TABLE_RUNS, C.TABLE_LINEAGE, C.TABLE_QUARANTINE,
+           C.TABLE_CUSTOMER_ATTRIBUTES, C.TABLE_SEGMENT_ATTRIBUTE_PROFILES, C.TABLE_SEGMENT_DRIFT,
+           C.TABLE_SEGMENT_MIGRATION, C.TABLE_SEGMENT_KPIS), (), report.run),
 )
 
 STAGES: tuple[str, ...] = tuple(s.name for s in ORDER)
