@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Run the checks and the test suite (set-up first): ruff on the code and tests, mypy (strict) on lib/, then
-# pytest. Extra arguments go to pytest, e.g. scripts/test.sh -k features. CUSTSEG_LINT=0 skips ruff and mypy.
+# pytest on CUSTSEG_TEST_WORKERS (default 2) pytest-xdist workers, each with its own SparkSession and whole modules
+# as work units (0: one process). Extra arguments go to pytest, e.g. scripts/test.sh -k features.
+# CUSTSEG_LINT=0 skips ruff and mypy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -12,4 +14,4 @@ if [ "${CUSTSEG_LINT:-1}" != "0" ]; then
   echo "test: mypy lib (strict, setup.cfg)"
   "$PY" -m mypy lib
 fi
-exec "$PY" -m pytest "$@"
+exec "$PY" -m pytest -n "${CUSTSEG_TEST_WORKERS:-2}" "$@"

@@ -28,6 +28,42 @@ time.tzset()
 
 SESSION_TZ = "UTC"
 
+# scripts/test.sh runs the suite on two pytest-xdist workers, a module at a time per worker (each worker has its
+# own SparkSession, and a module's fixtures are built once). The longest modules go first, so that the two
+# workers finish at about the same time: each module's seconds in a two-worker run (order only; a module not named
+# here comes after these, in file order).
+MODULE_SECONDS = {
+    "test_cluster.py": 785, "test_e2e.py": 359, "test_scoring.py": 345, "test_over_time.py": 279,
+    "test_pipeline_ingest.py": 259, "test_report.py": 189, "test_bench.py": 177, "test_own_logs.py": 129,
+    "test_stage_failures.py": 107, "test_segment.py": 89, "test_sources.py": 63, "test_export.py": 42,
+    "test_monitor.py": 40, "test_attributes.py": 25, "test_delta.py": 24,
+}
+# modules that share what they build (test_report_browser imports test_report's builders): one worker runs both
+SAME_WORKER = {"test_report_browser.py": "test_report.py"}
+
+
+def _module_of(nodeid: str) -> str:
+    name = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    return SAME_WORKER.get(name, name)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest modules first (a stable sort: within a module, and among the unnamed ones, file order)."""
+    items.sort(key=lambda item: -MODULE_SECONDS.get(_module_of(item.nodeid), 0))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """One module per work unit (xdist's loadscope), with test_report_browser.py in test_report.py's unit."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return _module_of(nodeid)
+
+    config.option.loadscopereorder = False  # keep the order above, not xdist's (by number of tests)
+    return ModuleScheduling(config, log)
+
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
@@ -40,6 +76,9 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
         None,
         [
             "spark.master=local[2]",
+            # pyspark's default heap is 1 GB: late in the run the old generation filled with the plans of
+            # earlier modules and the JVM spent minutes in full collections (439 of them, 479 s, at 71%)
+            "spark.driver_memory=3g",
             "spark.shuffle_partitions=2",
             "spark.app_name=custseg-tests",
             f"input.path={root}/unused.csv",
@@ -52,8 +91,11 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
             "spark.conf.spark.default.parallelism=2",
             "spark.conf.spark.databricks.delta.snapshotPartitions=1",
             f"spark.conf.spark.sql.warehouse.dir={root}/warehouse",
-            # many tiny jobs on 2 cores: C2 compiler threads and whole-stage codegen cost more than they save
-            "spark.conf.spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+            # many tiny jobs on 2 cores: C2 compiler threads and whole-stage codegen cost more than they save.
+            # C1 alone gets a 48 MB code cache by default, which this suite's generated code overflows (the
+            # JVM then flushes and recompiles without end): 256 MB holds it (about 95 MB used)
+            "spark.conf.spark.driver.extraJavaOptions="
+            "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m -XX:+UseSerialGC",
             "spark.conf.spark.sql.codegen.wholeStage=false",
         ],
     )
@@ -61,6 +103,19 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     spark.conf.set("spark.sql.session.timeZone", SESSION_TZ)
     yield spark
     spark.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _forget_earlier_modules() -> Iterator[None]:
+    """After each module, when the session runs: drop cached DataFrames and Delta's cached table snapshots (the
+    module's tables were in its temporary folders), so the JVM does not carry every earlier module's plans."""
+    yield
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.getActiveSession()
+    if spark is not None:
+        spark.catalog.clearCache()
+        spark.sparkContext._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
 
 
 @pytest.fixture(autouse=True)
