@@ -34,6 +34,27 @@ def test_a_declared_table_is_created_empty_with_its_schema_also_at_a_file_uri(sp
     assert delta.version(spark, path) == v0
 
 
+@pytest.mark.parametrize("from_log", [True, False], ids=["delta-log", "history-fallback"])
+def test_version_is_the_latest_commit_also_one_made_by_another_writer(spark, tmp_path: Path, monkeypatch,  # type: ignore[no-untyped-def]
+                                                                       from_log: bool) -> None:
+    from delta.tables import DeltaTable
+
+    if not from_log:  # another Delta release, whose internal API custseg cannot call: the public way answers
+        def fails(*_: object) -> int:
+            raise RuntimeError("no such method")
+        monkeypatch.setattr(delta, "_log_version", fails)
+    path = f"file://{tmp_path}/t"
+    assert delta.version(spark, path) is None  # no table
+    spark.range(3).write.format("delta").save(path)
+    assert delta.version(spark, path) == 0
+    for _ in range(2):  # commits that custseg's session did not make through custseg
+        spark.range(1).write.format("delta").mode("append").save(f"{tmp_path}/t")
+    assert delta.version(spark, path) == 2
+    assert delta.version(spark, path) == DeltaTable.forPath(spark, path).history(1).first()["version"]
+    if from_log:  # this Delta release: the fast way itself answers (no silent fallback)
+        assert delta._log_version(spark, path) == 2
+
+
 def test_partition_replacement_and_reads_at_a_version(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     path = f"file://{tmp_path}/segments"
     v1 = delta.replace_partition(_segments(spark, D1, ["a", "b"], 0), path, C.TABLE_SEGMENTS, D1)
