@@ -6,7 +6,7 @@ the flows, at most k*k + 2k rows, whatever the number of customers. Migration an
 those few rows: every KPI is a sum (or a ratio of sums) of the customers' measures, so a segment's value at D
 is the sum over the flows into it, and its retention at P the flows out of it.
 
-Definitions (D the as-of date, w a window in days; features as `custseg.stages.features.transform` defines them):
+Definitions (D the as-of date, w a window in days; features as the features stage defines them):
 - movement: `stayed` (same segment at P and D), `moved` (another), `entered` (no segment at P: from null),
   `left` (no segment at D: to null); share_of_from = customers / the from-segment's customers at P (null for
   entered), share_of_to = customers / the to-segment's customers at D (null for left);
