@@ -107,11 +107,15 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 
 @pytest.fixture(scope="module", autouse=True)
 def _forget_earlier_modules() -> Iterator[None]:
-    """After each module, when the session runs: drop cached DataFrames and Delta's cached table snapshots (the
-    module's tables were in its temporary folders), so the JVM does not carry every earlier module's plans."""
+    """After each module, when the session runs: drop cached DataFrames, Delta's cached table snapshots and what
+    custseg kept of small tables and bundles (the module's tables were in its temporary folders), so the JVM does
+    not carry every earlier module's plans."""
     yield
     from pyspark.sql import SparkSession
 
+    from custseg.io import memo
+
+    memo.clear()
     spark = SparkSession.getActiveSession()
     if spark is not None:
         spark.catalog.clearCache()

@@ -40,9 +40,9 @@ def test_version_is_the_latest_commit_also_one_made_by_another_writer(spark, tmp
     from delta.tables import DeltaTable
 
     if not from_log:  # another Delta release, whose internal API custseg cannot call: the public way answers
-        def fails(*_: object) -> int:
+        def fails(*_: object) -> tuple[str, int]:
             raise RuntimeError("no such method")
-        monkeypatch.setattr(delta, "_log_version", fails)
+        monkeypatch.setattr(delta, "log_state", fails)
     path = f"file://{tmp_path}/t"
     assert delta.version(spark, path) is None  # no table
     spark.range(3).write.format("delta").save(path)
@@ -52,7 +52,8 @@ def test_version_is_the_latest_commit_also_one_made_by_another_writer(spark, tmp
     assert delta.version(spark, path) == 2
     assert delta.version(spark, path) == DeltaTable.forPath(spark, path).history(1).first()["version"]
     if from_log:  # this Delta release: the fast way itself answers (no silent fallback)
-        assert delta._log_version(spark, path) == 2
+        table_id, version = delta.log_state(spark, path)
+        assert version == 2 and table_id == DeltaTable.forPath(spark, path).detail().first()["id"]
 
 
 def test_partition_replacement_and_reads_at_a_version(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -65,6 +66,36 @@ def test_partition_replacement_and_reads_at_a_version(spark, tmp_path: Path) -> 
     assert now == {(D1, "c"), (D2, "a")}
     then = {(r[C.AS_OF_DATE], r[C.CUSTOMER_ID]) for r in delta.read(spark, path, v2).collect()}
     assert then == {(D1, "a"), (D1, "b"), (D2, "a")}
+
+
+def test_the_first_write_creates_the_table_in_one_commit_and_checks_the_partition(spark, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                                   monkeypatch) -> None:
+    path = f"file://{tmp_path}/segments"
+    # rows of another date than the one replaced: refused, and no table is left behind (Delta checks
+    # replaceWhere only against an existing table; the creating write checks its rows itself)
+    with pytest.raises(Exception, match=f"segments: a row to write for {C.AS_OF_DATE} = {D1} has another"):
+        delta.replace_partition(_segments(spark, D1, ["a"], 0).union(_segments(spark, D2, ["b"], 0)), path,
+                                C.TABLE_SEGMENTS, D1)
+    assert not delta.exists(spark, path)
+    assert delta.replace_partition(_segments(spark, D1, ["a", "b"], 0), path, C.TABLE_SEGMENTS, D1) == 0
+    detail = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()
+    assert list(detail["partitionColumns"]) == [C.AS_OF_DATE]
+    assert delta.read(spark, path).schema.names == catalog.SEGMENTS_SCHEMA.names
+
+    # another run creates the table between this run's look and its write: the rows go into that table
+    runs = f"{tmp_path}/runs"
+    real_exists, looked = delta.exists, []
+
+    def not_yet(spark_, p: str) -> bool:
+        if p == runs and not looked:
+            looked.append(p)
+            _segments(spark, D2, ["x"], 1).write.format("delta").partitionBy(C.AS_OF_DATE).save(runs)  # its 1st commit
+            return False
+        return real_exists(spark_, p)
+
+    monkeypatch.setattr(delta, "exists", not_yet)
+    assert delta.append(_segments(spark, D1, ["y"], 2), runs, C.TABLE_SEGMENTS) == 1
+    assert sorted(r[C.CUSTOMER_ID] for r in delta.read(spark, runs).collect()) == ["x", "y"]
 
 
 def test_a_write_that_does_not_match_the_declaration_is_refused(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

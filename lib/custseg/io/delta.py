@@ -18,6 +18,8 @@ from custseg.core import catalog
 from custseg.core.errors import StageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
@@ -51,21 +53,22 @@ def version(spark: SparkSession, path: str) -> int | None:
     if not exists(spark, path):
         return None
     try:
-        return _log_version(spark, path)
+        return log_state(spark, path)[1]
     except Exception:  # another Delta release's signature: the public, slower way
         log.debug("DeltaLog.update() not callable as expected; table version from history(1)", exc_info=True)
     row = DeltaTable.forPath(spark, path).history(1).select("version").first()
     return int(row[0]) if row is not None else None
 
 
-def _log_version(spark: SparkSession, path: str) -> int:
-    """`DeltaLog.forTable(spark, path).update().version()` (delta-spark 4.4: update(isAsync, catalogTable,
-    lastCheckpoint), all optional in Scala, all given from Python)."""
+def log_state(spark: SparkSession, path: str) -> tuple[str, int]:
+    """The table's id and latest version, from its Delta log: `DeltaLog.forTable(spark, path).update()` (delta-spark
+    4.4: update(isAsync, catalogTable, lastCheckpoint), all optional in Scala, all given from Python). The id is
+    new for a table made again at the same path. Raises when this Delta release's internal API differs."""
     jvm = spark.sparkContext._jvm
     assert jvm is not None
     none = jvm.scala.Option.empty()
-    delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
-    return int(delta_log.update(False, none, none).version())
+    snapshot = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path).update(False, none, none)
+    return str(snapshot.metadata().id()), int(snapshot.version())
 
 
 def ensure(spark: SparkSession, path: str, name: str) -> bool:
@@ -136,17 +139,18 @@ def overwrite(df: DataFrame, path: str, name: str, run_id: str | None = None) ->
     A table whose schema its producer defines (None in the catalog) takes `df`'s columns, whatever it had.
 
     A table partitioned otherwise than declared (written by an earlier custseg: `transactions` was
-    partitioned by day) is re-partitioned as declared in the same commit. Returns the version written."""
+    partitioned by day) is re-partitioned as declared in the same commit. The first write creates the table,
+    with the declared partitioning. Returns the version written."""
     spark = df.sparkSession
-    created = ensure(spark, path, name)
+    existed = exists(spark, path)
     df = conform(df, name)
     writer = _writer(df, run_id, "overwrite", name)
     declared = _partition_by(name, df)
-    if catalog.table(name).schema is None and exists(spark, path):
+    if existed and catalog.table(name).schema is None:
         # a table whose columns its producer defines (customer_attributes follows the configured attributes):
         # the new snapshot's columns replace the old ones in the same commit
         writer = writer.option("overwriteSchema", "true")
-    elif declared and not created and (before := partition_columns(spark, path)) != declared:
+    elif existed and declared and (before := partition_columns(spark, path)) != declared:
         log.info("table %s: partitioned by %s from this write on (was: %s)", name, ", ".join(declared),
                  ", ".join(before) or "none")
         writer = writer.option("overwriteSchema", "true")
@@ -158,34 +162,54 @@ def append(df: DataFrame, path: str, name: str, run_id: str | None = None) -> in
     """Add `df`'s rows to table `name` in one commit. Returns the version written.
 
     The rows go into the table's own partitioning (Delta's, when no partitioning is given): the declared one,
-    or an earlier custseg's until an overwrite re-partitions the table."""
-    spark = df.sparkSession
-    ensure(spark, path, name)
+    or an earlier custseg's until an overwrite re-partitions the table. The first write creates the table with
+    the declared partitioning; when another run creates it at the same moment, the rows are appended to
+    that table."""
     df = conform(df, name)
-    writer = _writer(df, run_id, "append", name)
-    if not exists(spark, path):  # a table whose schema the producer defines: this first write creates it
-        writer = writer.partitionBy(*_partition_by(name, df))
-    writer.save(path)
-    return _written(spark, path)
+    return _create_or(df, path, name, run_id, lambda: _writer(df, run_id, "append", name).save(path))
 
 
 def replace_partition(df: DataFrame, path: str, name: str, value: dt.date | str, run_id: str | None = None) -> int:
     """Replace one partition of table `name` (its partition column = `value`) with `df`, atomically.
 
     A re-run for the same date therefore replaces its rows instead of adding to them; other partitions
-    stay. Delta checks that every row written matches the predicate. Returns the version written.
+    stay. Every row written must match the partition: Delta checks it against an existing table, and the
+    write that creates the table checks it itself (a row of another value fails the write, which then commits
+    nothing). Returns the version written.
     """
-    spark = df.sparkSession
+    from pyspark.sql import functions as F
+
     spec = catalog.table(name)
     if len(spec.partition_by) != 1:
         raise ValueError(f"{name} is not partitioned by one column")
     column = spec.partition_by[0]
-    ensure(spark, path, name)
     df = conform(df, name)
-    if not exists(spark, path):  # a table whose schema the producer defines: its first write creates it
-        return append(df, path, name, run_id)
-    writer = _writer(df, run_id, "overwrite", name).option("replaceWhere", f"{column} = '{value}'")
-    writer.partitionBy(column).save(path)
+    if column not in df.columns:
+        raise StageError(f"{name}: the rows to write have no {column} column to replace a partition of")
+    mismatch = F.raise_error(F.lit(f"{name}: a row to write for {column} = {value} has another {column}"))
+    checked = df.withColumn(column, F.when(F.col(column) == F.lit(value), F.col(column)).otherwise(mismatch))
+
+    def replace() -> None:
+        _writer(df, run_id, "overwrite", name).option("replaceWhere", f"{column} = '{value}'") \
+            .partitionBy(column).save(path)
+
+    return _create_or(checked, path, name, run_id, replace)
+
+
+def _create_or(df: DataFrame, path: str, name: str, run_id: str | None, write: Callable[[], None]) -> int:
+    """`write` to the existing table at `path`; when there is none, create it with `df` (appended, in the
+    declared partitioning), falling back to `write` when another run created it first. Returns the version."""
+    spark = df.sparkSession
+    if exists(spark, path):
+        write()
+        return _written(spark, path)
+    try:
+        _writer(df, run_id, "append", name).partitionBy(*_partition_by(name, df)).save(path)
+    except Exception as e:
+        if not is_concurrent_change(e) or not exists(spark, path):
+            raise
+        log.info("table %s was created by another run at the same moment: writing to it", name)
+        write()
     return _written(spark, path)
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from custseg.core import catalog
 from custseg.core import columns as C
-from custseg.io import delta
+from custseg.io import delta, memo
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -38,21 +38,17 @@ def record(spark: SparkSession, cfg: Config, entry: Entry) -> None:
     """Append `entry` to the lineage table."""
     row = (entry.as_of, entry.stage, entry.run_id, entry.reads, entry.writes, dt.datetime.now(dt.UTC))
     df = spark.createDataFrame([row], catalog.LINEAGE_SCHEMA)
-    delta.append(df, cfg.table_path(C.TABLE_LINEAGE), C.TABLE_LINEAGE, entry.run_id)
+    path = cfg.table_path(C.TABLE_LINEAGE)
+    memo.appended(path, delta.append(df, path, C.TABLE_LINEAGE, entry.run_id), df)
 
 
 def latest(spark: SparkSession, cfg: Config, stage: str, as_of: dt.date | None) -> Entry | None:
     """The newest record of `stage` for `as_of`, or None when the stage has not run for it."""
-    from pyspark.sql import functions as F
-
-    path = cfg.table_path(C.TABLE_LINEAGE)
-    if not delta.exists(spark, path):
+    rows = memo.rows(spark, cfg.table_path(C.TABLE_LINEAGE))
+    match = [r for r in rows or () if r[C.STAGE] == stage and r[C.AS_OF_DATE] == as_of]
+    if not match:
         return None
-    date_matches = F.col(C.AS_OF_DATE).isNull() if as_of is None else F.col(C.AS_OF_DATE) == F.lit(as_of)
-    row = (delta.read(spark, path).filter((F.col(C.STAGE) == stage) & date_matches)
-           .orderBy(F.col(C.RECORDED_AT).desc(), F.col(C.RUN_ID).desc()).first())
-    if row is None:
-        return None
+    row = max(match, key=lambda r: (r[C.RECORDED_AT], r[C.RUN_ID]))
     return Entry(stage, row[C.RUN_ID], as_of, dict(row[C.READS] or {}), dict(row[C.WRITES] or {}))
 
 

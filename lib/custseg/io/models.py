@@ -280,7 +280,15 @@ def original_units(pipeline: PipelineModel, inputs: Sequence[ModelInput], centre
 
 
 def load(spark: SparkSession, path: str) -> SegmentationModel:
-    """Read the bundle at `path`; a clear StageError when nothing (or something else) is there."""
+    """Read the bundle at `path` (once while it is unchanged: `memo.bundle`); a clear StageError when nothing
+    (or something else) is there."""
+    from custseg.io import memo
+
+    pipeline, meta = memo.bundle(spark, path, f"{path}/{META_DIR}", lambda: _read(spark, path))
+    return SegmentationModel(pipeline, meta, path)
+
+
+def _read(spark: SparkSession, path: str) -> tuple[PipelineModel, BundleMeta]:
     from pyspark.ml import PipelineModel
 
     try:
@@ -289,42 +297,42 @@ def load(spark: SparkSession, path: str) -> SegmentationModel:
         raise StageError(f"no segmentation model bundle at {path}: {str(e).splitlines()[0]}") from None
     if len(rows) != 1:
         raise StageError(f"the model bundle at {path} has {len(rows)} metadata lines (expected 1)")
-    meta = BundleMeta.from_json(rows[0][0])
-    return SegmentationModel(PipelineModel.load(f"{path}/{PIPELINE_DIR}"), meta, path)
+    return PipelineModel.load(f"{path}/{PIPELINE_DIR}"), BundleMeta.from_json(rows[0][0])
 
 
 def register(spark: SparkSession, models_table: str, model: SegmentationModel, customers: int) -> int:
     """Add a saved bundle to the models table (the index `find` reads); returns the version written."""
     from custseg import __version__
     from custseg.core import catalog
-    from custseg.io import delta
+    from custseg.io import delta, memo
 
     m = model.meta
     row = (m.run_id, dt.date.fromisoformat(m.as_of_date), model.path, m.algorithm, m.k, m.metrics.get("silhouette"),
            m.features_version, customers, dt.datetime.now(dt.UTC), __version__)
     df = spark.createDataFrame([row], catalog.MODELS_SCHEMA)
-    return delta.append(df, models_table, C.TABLE_MODELS, m.run_id)
+    version = delta.append(df, models_table, C.TABLE_MODELS, m.run_id)
+    memo.appended(models_table, version, df)
+    return version
 
 
 def find(spark: SparkSession, models_table: str, as_of: dt.date, which: str) -> str:
     """The path of a saved bundle: `which` is a segment run id, or `latest` (the newest model fitted on or
     before `as_of`). A StageError says what is missing."""
-    from pyspark.sql import functions as F
+    from custseg.io import memo
 
-    from custseg.io import delta
-
-    if not delta.exists(spark, models_table):
+    models = memo.rows(spark, models_table)
+    if models is None:
         raise StageError(f"no saved segmentation model (no models table at {models_table}): "
                          "run `custseg segment` with segment.mode=fit first")
-    models = delta.read(spark, models_table)
     if which == "latest":
-        row = (models.filter(F.col(C.AS_OF_DATE) <= F.lit(as_of))
-               .orderBy(F.col(C.AS_OF_DATE).desc(), F.col("created_at").desc()).first())
-        if row is None:
+        fitted = [r for r in models if r[C.AS_OF_DATE] <= as_of]
+        if not fitted:
             raise StageError(f"no segmentation model fitted on or before {as_of}: "
                              "run `custseg segment` with segment.mode=fit first")
-    else:
-        row = models.filter(F.col(C.MODEL_RUN_ID) == which).first()
-        if row is None:
-            raise StageError(f"segment.model: no saved model of run {which!r} in {models_table}")
-    return str(row["path"])
+        newest = max(fitted, key=lambda r: (r[C.AS_OF_DATE], r["created_at"] is not None,
+                                            r["created_at"] or dt.datetime.min))
+        return str(newest["path"])
+    named = next((r for r in models if r[C.MODEL_RUN_ID] == which), None)
+    if named is None:
+        raise StageError(f"segment.model: no saved model of run {which!r} in {models_table}")
+    return str(named["path"])
