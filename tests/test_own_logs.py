@@ -127,12 +127,19 @@ def check_run(spark: SparkSession, out: Path, expected: dict[str, int], segmente
 
 
 def test_readme_command_on_an_online_retail_export(spark: SparkSession, tmp_path: Path,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+                                                   caplog: pytest.LogCaptureFixture,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     expected = uci_log(tmp_path / "online_retail.csv")
     caplog.set_level(logging.INFO)
     args = readme_command("online_retail.csv")
     assert run_as_written(args, tmp_path / "online_retail.csv", tmp_path / "out") == 0
     check_run(spark, tmp_path / "out", expected)
+    # the printed summary ends with every table the run wrote, its rows and version
+    printed = capsys.readouterr().out
+    assert f"tables under {tmp_path / 'out'}:" in printed
+    assert re.search(rf"^  transactions +{expected['clean']:,} rows  \(version \d+\)$", printed, re.M), printed
+    assert re.search(rf"^  segments +{expected['customers']:,} rows  \(version \d+\)$", printed, re.M), printed
+    assert re.search(r"^  runs +1 rows  \(version 0\)$", printed, re.M), printed
     assert "input.columns.customer_id: using column 'CustomerID' (recognised by its name)" in caplog.text
     assert "input.columns.channel: no such column in the log; not used" in caplog.text
     tx = tables.read(spark, str(tmp_path / "out" / C.TABLE_TRANSACTIONS))

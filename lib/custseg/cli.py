@@ -223,6 +223,7 @@ def _run(cfg: config.Config, args: argparse.Namespace, stages: list[str], as_of:
         t0 = time.perf_counter()
         generated = (sample.run(spark, cfg), round(time.perf_counter() - t0, 2))
     summary = runner.run(spark, cfg, stages, as_of)
+    summary.tables = runner.table_rows(spark, cfg, summary.stages)  # for the summary printed below
     if generated:
         summary.results = {"generate": generated[0], **summary.results}
         summary.timings = {"generate": generated[1], **summary.timings}

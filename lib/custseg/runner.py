@@ -43,7 +43,7 @@ class RunSummary:
     as_of: dt.date | None = None
     timings: dict[str, float] = field(default_factory=dict)
     results: dict[str, StageResult] = field(default_factory=dict)
-    tables: dict[str, dict[str, int | None]] = field(default_factory=dict)
+    tables: dict[str, dict[str, int | None]] = field(default_factory=dict)  # filled by the CLI: `table_rows`
 
 
 def default_as_of(spark: SparkSession, cfg: Config) -> dt.date:
@@ -92,7 +92,6 @@ def run(spark: SparkSession, cfg: Config, stages: list[str] | tuple[str, ...], a
             log.warning("could not record the failed run", exc_info=True)
         raise
     record_run(spark, cfg, summary, None)
-    summary.tables = table_rows(spark, cfg, summary.stages)
     return summary
 
 
