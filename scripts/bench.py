@@ -557,12 +557,8 @@ def _count_lines(raw: Path) -> int | None:
 
 
 def _stage_seconds(output: str) -> dict[str, float]:
-    stages = {}
-    for line in output.splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[0] in ("ingest", "features", "segment", "profile") and parts[2] == "s":
-            stages[parts[0]] = float(parts[1])
-    return stages
+    """Every stage's seconds from the summary `custseg run` prints (a line `  <stage>  <seconds> s  <what>`)."""
+    return {m[1]: float(m[2]) for m in re.finditer(r"^  ([a-z_]+) +([\d.]+) s  ", output, re.M)}
 
 
 def _ratios(r: dict[str, Any]) -> None:
