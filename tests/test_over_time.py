@@ -84,6 +84,24 @@ def test_psi_and_statuses() -> None:
     assert D.worst(["ok", "retrain", "warn"]) == "retrain" and D.worst([]) == "ok"
 
 
+def test_measure_counts_bins_distances_and_each_segments_95th_percentile_in_one_pass(spark) -> None:  # type: ignore[no-untyped-def]
+    from custseg.io.models import ModelInput
+
+    x = ModelInput("x", "x")
+    model: Any = type("M", (), {"meta": type("Meta", (), {"inputs": [x]})()})()
+    # segment 0: distances 1..20, x 0.0 for the first ten and 1.0 for the rest; segment 1: one customer
+    rows = [(f"c{i}", 0, float(i), 0.0 if i <= 10 else 1.0) for i in range(1, 21)] + [("d", 1, 5.0, 1.0)]
+    df = spark.createDataFrame(rows, f"{C.CUSTOMER_ID} string, {C.SEGMENT_ID} int, {C.DISTANCE} double, "
+                                     f"{x.imputed_col} double")
+    m = D.measure(model, df, {"x": [0.5]}, None, with_p95=True)
+    assert m["customers"] == 21 and m["bins"] == {"x": [10, 11]}  # x = 0 below the edge 0.5, x = 1 above
+    # the 95th percentile of 1..20: the smallest value with at least 95% of them at or below it
+    assert m["segments"] == {0: {"customers": 20, "mean_distance": 10.5, "far": None, "p95": 19.0},
+                             1: {"customers": 1, "mean_distance": 5.0, "far": None, "p95": 5.0}}
+    far = D.measure(model, df, {"x": [0.5]}, {0: 15.0, 1: 5.0})  # beyond the training's p95: 16..20
+    assert far["segments"][0]["far"] == 5 and far["segments"][1]["far"] == 0 and far["segments"][0]["p95"] is None
+
+
 def _evaluation(status: str | None, age: int, problems: list[str] | None = None) -> R.Evaluation:
     model: Any = type("M", (), {"run_id": "m1"})()
     return R.Evaluation(model, age, problems or [], [], status,

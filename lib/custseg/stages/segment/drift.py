@@ -82,11 +82,14 @@ def _bin(x: Column, edges: Sequence[float]) -> Column:
 
 
 def measure(model: SegmentationModel, scored_df: DataFrame, edges: Mapping[str, Sequence[float]],
-            p95: Mapping[int, float] | None) -> dict[str, Any]:
-    """Per segment: customers, mean distance, customers beyond `p95` (when given) and, per input, the
-    customers in each bin of `edges`. One aggregation; k rows collected. Returns the counts summed up:
-    {customers, segments: {id: {customers, mean_distance, far}}, bins: {input: [counts]}}."""
+            p95: Mapping[int, float] | None, with_p95: bool = False) -> dict[str, Any]:
+    """Per segment: customers, mean distance, customers beyond `p95` (when given), its own 95th percentile
+    distance (`with_p95`) and, per input, the customers in each bin of `edges`. One aggregation; k rows
+    collected. Returns the counts summed up:
+    {customers, segments: {id: {customers, mean_distance, far, p95}}, bins: {input: [counts]}}."""
     aggs = [F.count(F.lit(1)).alias("n"), F.avg(C.DISTANCE).alias("mean_distance")]
+    if with_p95:
+        aggs.append(F.percentile_approx(C.DISTANCE, FAR_QUANTILE, 10_000).alias("p95"))
     if p95:
         limits = F.create_map(*[x for s, v in p95.items() for x in (F.lit(int(s)), F.lit(float(v)))])
         aggs.append(F.count_if(F.col(C.DISTANCE) > F.element_at(limits, F.col(C.SEGMENT_ID))).alias("far"))
@@ -96,7 +99,8 @@ def measure(model: SegmentationModel, scored_df: DataFrame, edges: Mapping[str, 
         aggs += [F.count_if(b == k).alias(f"b{j}_{k}") for k in range(len(edges[name]) + 1)]
     rows = scored_df.groupBy(C.SEGMENT_ID).agg(*aggs).collect()
     segments = {int(r[C.SEGMENT_ID]): {"customers": int(r["n"]), "mean_distance": float(r["mean_distance"]),
-                                       "far": int(r["far"]) if p95 else None} for r in rows}
+                                       "far": int(r["far"]) if p95 else None,
+                                       "p95": float(r["p95"]) if with_p95 else None} for r in rows}
     bins = {name: [sum(int(r[f"b{j}_{k}"]) for r in rows) for k in range(len(edges[name]) + 1)]
             for j, (name, _) in enumerate(sorted(names.items()))}
     return {"customers": sum(s["customers"] for s in segments.values()), "segments": segments, "bins": bins}
@@ -113,10 +117,7 @@ def baseline(model: SegmentationModel, features_df: DataFrame, n_bins: int) -> d
                        for j, i in enumerate(inputs)]).first()
         assert q is not None
         edges = {i.name: sorted({float(v) for v in (q[f"q{j}"] or [])}) for j, i in enumerate(inputs)}
-        far = rows.groupBy(C.SEGMENT_ID).agg(
-            F.percentile_approx(C.DISTANCE, FAR_QUANTILE, 10_000).alias("p95")).collect()
-        p95 = {int(r[C.SEGMENT_ID]): float(r["p95"]) for r in far}
-        m = measure(model, rows, edges, None)
+        m = measure(model, rows, edges, None, with_p95=True)
     finally:
         rows.unpersist()
     n = m["customers"]
@@ -125,7 +126,7 @@ def baseline(model: SegmentationModel, features_df: DataFrame, n_bins: int) -> d
         "bin_shares": {name: [c / n for c in counts] for name, counts in m["bins"].items()},
         "segment_shares": {str(s): v["customers"] / n for s, v in m["segments"].items()},
         "mean_distance": {str(s): v["mean_distance"] for s, v in m["segments"].items()},
-        "p95_distance": {str(s): p95[s] for s in m["segments"]},
+        "p95_distance": {str(s): v["p95"] for s, v in m["segments"].items()},
     }
 
 
