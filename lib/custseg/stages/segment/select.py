@@ -268,9 +268,10 @@ def _log(c: Candidate, what: str) -> None:
              f"{c.min_share:.2%}" if c.min_share is not None else "-", c.outcome, what, c.fit_seconds)
 
 
-def parallel(spark: SparkSession, tasks: Sequence[Callable[[], None]], parallelism: int) -> None:
+def parallel(spark: SparkSession, tasks: Sequence[Callable[[], None]], parallelism: int,
+             what: str = "model selection") -> None:
     """Run `tasks` with at most `parallelism` at once (Spark schedules jobs from several threads). The first
-    failure cancels the rest (their Spark jobs too) and is raised.
+    failure cancels the rest (their Spark jobs too) and is raised once every task has ended.
 
     Spark's default FIFO scheduler is kept: on the sample, FAIR pools per thread gave the same selection time
     (32.3 s FAIR, 33.6 s FIFO, one run each), and undeclared pools log a warning per pool."""
@@ -279,14 +280,15 @@ def parallel(spark: SparkSession, tasks: Sequence[Callable[[], None]], paralleli
             task()
         return
     sc = spark.sparkContext
-    group = f"custseg-selection-{uuid.uuid4().hex[:12]}"
+    tag = what.replace(" ", "-")
+    group = f"custseg-{tag}-{uuid.uuid4().hex[:12]}"
 
     def run(task: Callable[[], None]) -> None:
-        sc.setJobGroup(group, "custseg model selection", interruptOnCancel=True)
+        sc.setJobGroup(group, f"custseg {what}", interruptOnCancel=True)
         task()
 
     wrap = inheritable_thread_target(spark)
-    pool = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="custseg-selection")
+    pool = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix=f"custseg-{tag}")
     futures = [pool.submit(wrap(run), task) for task in tasks]
     try:
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
