@@ -268,10 +268,9 @@ def _log(c: Candidate, what: str) -> None:
              f"{c.min_share:.2%}" if c.min_share is not None else "-", c.outcome, what, c.fit_seconds)
 
 
-def parallel(spark: SparkSession, tasks: Sequence[Callable[[], None]], parallelism: int,
-             what: str = "model selection") -> None:
+def parallel(spark: SparkSession, tasks: Sequence[Callable[[], None]], parallelism: int) -> None:
     """Run `tasks` with at most `parallelism` at once (Spark schedules jobs from several threads). The first
-    failure cancels the rest (their Spark jobs too) and is raised once every task has ended.
+    failure cancels the rest (their Spark jobs too) and is raised.
 
     Spark's default FIFO scheduler is kept: on the sample, FAIR pools per thread gave the same selection time
     (32.3 s FAIR, 33.6 s FIFO, one run each), and undeclared pools log a warning per pool."""
@@ -280,15 +279,14 @@ def parallel(spark: SparkSession, tasks: Sequence[Callable[[], None]], paralleli
             task()
         return
     sc = spark.sparkContext
-    tag = what.replace(" ", "-")
-    group = f"custseg-{tag}-{uuid.uuid4().hex[:12]}"
+    group = f"custseg-selection-{uuid.uuid4().hex[:12]}"
 
     def run(task: Callable[[], None]) -> None:
-        sc.setJobGroup(group, f"custseg {what}", interruptOnCancel=True)
+        sc.setJobGroup(group, "custseg model selection", interruptOnCancel=True)
         task()
 
     wrap = inheritable_thread_target(spark)
-    pool = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix=f"custseg-{tag}")
+    pool = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="custseg-selection")
     futures = [pool.submit(wrap(run), task) for task in tasks]
     try:
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)

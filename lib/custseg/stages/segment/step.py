@@ -28,7 +28,6 @@ from custseg.stages.segment import fit as FIT
 from custseg.stages.segment import preprocess as P
 from custseg.stages.segment import refresh as R
 from custseg.stages.segment import stable as S_ids
-from custseg.stages.segment import undo as U
 from custseg.stages.segment.select import Candidate
 from custseg.stages.segment.undo import Undo
 
@@ -229,11 +228,9 @@ def fit(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_versi
     model_selection, segment_drift and segment_registry.
 
     Everything that can refuse the run (too few customers, a k no candidate can reach, no usable model) is
-    decided before the first write. The writes then go largest first: the bundle and the date's segments
-    (whose assignment is the one computation left) together, then model_selection, segment_drift and the
-    registry together (`undo.write_together`), and the models table's row last. When one of them fails, the
-    ones already made for the date are undone (`Undo`), so a failed run leaves that date as it was; a failing
-    segments write leaves every table's version where it was.
+    decided before the first write. The writes then go largest first (the bundle, then segments, whose
+    assignment is the one computation left), the small tables last; when one of them fails, the ones
+    already made for the date are undone (`Undo`), so a failed run leaves that date as it was.
     """
     cfg, as_of = ctx.cfg, ctx.date
     n_customers = feats.count()
@@ -261,16 +258,14 @@ def fit(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_versi
         obs = Observation("segments")
         rows = _segments_rows(fitted.segments, ctx, ctx.run_id, C.ASSIGNMENT_FITTED).observe(
             obs, F.count(F.lit(1)).alias("rows"))
-        after = registry.after_fit(reg, bundle.meta, as_of, ctx.run_id, distances)
+        writes: dict[str, int] = {}
         try:
             undo.directory(bundle.path)
-            largest: list[U.Write] = [(None, lambda: bundle.save(spark))]
-            writes = U.write_together(spark, largest + U.dated_writes(cfg, undo, ctx, ((C.TABLE_SEGMENTS, rows),)))
-            small = U.dated_writes(cfg, undo, ctx,
-                                   ((C.TABLE_MODEL_SELECTION, selection), (C.TABLE_SEGMENT_DRIFT, drift)))
+            bundle.save(spark)
+            writes.update(_write_dated(spark, cfg, undo, ctx, rows, selection, drift))
             undo.table(reg_path, C.TABLE_SEGMENT_REGISTRY)
-            small.append((C.TABLE_SEGMENT_REGISTRY, lambda: registry.write(spark, reg_path, after, ctx.run_id)))
-            writes.update(U.write_together(spark, small))
+            writes[C.TABLE_SEGMENT_REGISTRY] = registry.write(
+                spark, reg_path, registry.after_fit(reg, bundle.meta, as_of, ctx.run_id, distances), ctx.run_id)
             # the last write: the bundle becomes findable (score, profile) only once everything else is in place
             writes[C.TABLE_MODELS] = models.register(spark, cfg.table_path(C.TABLE_MODELS), bundle, n_customers)
         except BaseException:
@@ -292,6 +287,21 @@ def fit(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_versi
     return result
 
 
+def _write_dated(spark: SparkSession, cfg: Config, undo: Undo, ctx: StageContext, segments: DataFrame,
+                 selection: DataFrame | None, drift: DataFrame) -> dict[str, int]:
+    """Replace the date's partitions of segments, model_selection (fits only) and segment_drift, in that order,
+    each registered with `undo` first."""
+    writes: dict[str, int] = {}
+    tables = ((C.TABLE_SEGMENTS, segments), (C.TABLE_MODEL_SELECTION, selection), (C.TABLE_SEGMENT_DRIFT, drift))
+    for name, df in tables:
+        if df is None:
+            continue
+        path = cfg.table_path(name)
+        undo.partition(path, name)
+        writes[name] = delta.replace_partition(df, path, name, ctx.date, ctx.run_id)
+    return writes
+
+
 def _outcomes(candidates: list[Candidate]) -> str:
     """The candidates' outcomes, for the one-line error of a selection that found nothing."""
     text = "; ".join(f"{c.algorithm} k={c.k}: {c.outcome}" for c in candidates) or "no candidates"
@@ -301,7 +311,7 @@ def _outcomes(candidates: list[Candidate]) -> str:
 def score(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_version: int,
           bundle: SegmentationModel, drift: DataFrame) -> SegmentResult:
     """Assign every customer of the date to a segment with a saved bundle, without refitting; write segments,
-    then segment_drift and the registry's dates together (undone together when one of them fails)."""
+    segment_drift and the registry's dates (undone together when one of them fails)."""
     cfg, as_of = ctx.cfg, ctx.date
     bundle.check_features(feats, as_of)
     log.info("segment: scoring customers as of %s with model %s (%s k=%d, fitted as of %s)", as_of, bundle.run_id,
@@ -311,14 +321,13 @@ def score(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_ver
     rows = _segments_rows(bundle.assign(feats), ctx, bundle.run_id, C.ASSIGNMENT_SCORED).observe(
         obs, F.count(F.lit(1)).alias("rows"), *[F.count_if(F.col(C.SEGMENT_ID) == s).alias(f"s{s}") for s in ids])
     undo = Undo(spark, as_of)
-    reg_path = cfg.table_path(C.TABLE_SEGMENT_REGISTRY)
-    after = registry.after_score(registry.read(spark, reg_path), bundle.meta, as_of)
     try:
-        writes = U.write_together(spark, U.dated_writes(cfg, undo, ctx, ((C.TABLE_SEGMENTS, rows),)))
-        small = U.dated_writes(cfg, undo, ctx, ((C.TABLE_SEGMENT_DRIFT, drift),))
+        writes = _write_dated(spark, cfg, undo, ctx, rows, None, drift)
+        reg_path = cfg.table_path(C.TABLE_SEGMENT_REGISTRY)
+        reg = registry.read(spark, reg_path)
         undo.table(reg_path, C.TABLE_SEGMENT_REGISTRY)
-        small.append((C.TABLE_SEGMENT_REGISTRY, lambda: registry.write(spark, reg_path, after, ctx.run_id)))
-        writes.update(U.write_together(spark, small))
+        after = registry.after_score(reg, bundle.meta, as_of)
+        writes[C.TABLE_SEGMENT_REGISTRY] = registry.write(spark, reg_path, after, ctx.run_id)
     except BaseException:
         undo.run()
         raise

@@ -1,25 +1,18 @@
-"""Segment, undo: put back what a failing run had already written for its date; the writes that register
-with it and run together."""
+"""Segment, undo: put back what a failing run had already written for its date."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
 from collections.abc import Callable
-from functools import partial
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from custseg.core import columns as C
-from custseg.core.config import Config
-from custseg.core.stage import StageContext
 from custseg.io import delta
-from custseg.stages.segment import select as SEL
 
 log = logging.getLogger(__name__)
-
-Write = tuple[str | None, Callable[[], int | None]]  # (table name or None, the write: its version)
 
 
 class Undo:
@@ -83,32 +76,3 @@ class Undo:
             except Exception:
                 log.error("segment: the run failed and %s could not be put back", what, exc_info=True)
         self.steps.clear()
-
-
-def dated_writes(cfg: Config, undo: Undo, ctx: StageContext,
-                 tables: tuple[tuple[str, DataFrame | None], ...]) -> list[Write]:
-    """The replacements of the date's partitions of `tables` (a None DataFrame: no write), each table registered
-    with `undo` first."""
-    out: list[Write] = []
-    for name, df in tables:
-        if df is None:
-            continue
-        path = cfg.table_path(name)
-        undo.partition(path, name)
-        out.append((name, partial(delta.replace_partition, df, path, name, ctx.date, ctx.run_id)))
-    return out
-
-
-def write_together(spark: SparkSession, todo: list[Write]) -> dict[str, int]:
-    """Make `todo`'s writes at once, each to its own table or directory and registered with the run's `Undo`
-    (a small commit waits on Delta and the file system more than on the CPU). The first failure is raised once
-    every write has ended, so that the undo sees all of them. Returns the version each named table got."""
-    versions: dict[str, int] = {}
-
-    def one(name: str | None, write: Callable[[], int | None]) -> None:
-        version = write()
-        if name is not None and version is not None:
-            versions[name] = version
-
-    SEL.parallel(spark, [partial(one, name, write) for name, write in todo], 4, "writes")
-    return versions
