@@ -28,7 +28,7 @@ T = TypeVar("T")
 
 _lock = threading.Lock()
 _rows: dict[str, tuple[tuple[str, int], list[Row]]] = {}  # path: ((table id, version), rows)
-_bundles: dict[str, tuple[int, Any]] = {}  # path: (modification time, bundle)
+_bundles: dict[tuple[str, str], tuple[int, Any]] = {}  # (path, application): (modification time, bundle)
 
 
 def rows(spark: SparkSession, path: str) -> list[Row] | None:
@@ -66,17 +66,20 @@ def appended(path: str, version: int, df: DataFrame) -> None:
 def bundle(spark: SparkSession, path: str, marker: str, load: Callable[[], T]) -> T:
     """The bundle at `path`, loaded by `load` once for as long as its file or directory `marker` keeps its
     modification time (a bundle saved again, or removed, is read from storage again)."""
+    # the loaded pipeline's stages are objects of this Spark application's JVM: another application (a session
+    # stopped and started again in this process) loads its own
+    key = (path, spark.sparkContext.applicationId)
     stamp = _modified(spark, marker)
     with _lock:
-        kept = _bundles.get(path)
+        kept = _bundles.get(key)
     if stamp is not None and kept is not None and kept[0] == stamp:
         return kept[1]  # type: ignore[no-any-return]
     loaded = load()
     with _lock:
         if stamp is None:
-            _bundles.pop(path, None)
+            _bundles.pop(key, None)
         else:
-            _bundles[path] = (stamp, loaded)
+            _bundles[key] = (stamp, loaded)
     return loaded
 
 
