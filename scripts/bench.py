@@ -45,6 +45,8 @@ from typing import Any
 from custseg.core import columns as C
 
 REPO = Path(__file__).resolve().parents[1]
+# --set KEY=VALUE settings, handed from the benchmark to its own Spark steps (check, mllib, quality)
+SETS_ENV = "CUSTSEG_BENCH_SETS"
 AS_OF = "2024-12-31"
 STEPS = ("generate", "ingest", "features", "duckdb", "check", "kmeans", "segment", "e2e")
 EXTRA_STEPS = ("sample",)  # not in the default list: it runs on the built-in sample, not on --customers
@@ -263,7 +265,9 @@ def _spark(driver_memory: str):  # type: ignore[no-untyped-def]
     from custseg.core import config
     from custseg.io import session
 
-    cfg = config.load(REPO / "conf" / "local.toml", ["spark.log_level=ERROR", f"spark.driver_memory={driver_memory}"])
+    extra = json.loads(os.environ.get(SETS_ENV, "[]"))
+    cfg = config.load(REPO / "conf" / "local.toml",
+                      ["spark.log_level=ERROR", f"spark.driver_memory={driver_memory}", *extra])
     return session.build_session(cfg, "bench")
 
 
@@ -406,10 +410,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--driver-memory", default="12g", help="Spark driver memory (local mode: the whole JVM)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a custseg setting for every Spark process the benchmark starts (custseg's and its own "
+                   "Spark steps), after the benchmark's own; repeatable, e.g. --set spark.conf.spark.sql."
+                   "adaptive.enabled=false")
     p.add_argument("--internal", nargs="+", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.internal:
         return _internal(a.internal)
+    if bad_sets := [x for x in a.set if "=" not in x]:
+        p.error(f"--set: expected KEY=VALUE, got {', '.join(bad_sets)}")
     steps = [s.strip() for s in a.steps.split(",") if s.strip()]
     if bad := [s for s in steps if s not in STEPS + EXTRA_STEPS]:
         p.error(f"--steps: unknown step(s) {', '.join(bad)}")
@@ -424,10 +434,12 @@ def main(argv: list[str] | None = None) -> int:
             f"--set=generate.path={raw}", f"--set=generate.truth_path={data / f'truth_{tag}'}",
             "--set=generate.format=parquet", f"--set=generate.customers={a.customers}",
             f"--set=generate.activity={a.activity}", f"--set=generate.categories={a.categories}",
-            f"--set=features.top_categories={a.top_categories}", "--set=generate.bad_row_fraction=0"]
+            f"--set=features.top_categories={a.top_categories}", "--set=generate.bad_row_fraction=0",
+            *[f"--set={x}" for x in a.set]]
+    os.environ[SETS_ENV] = json.dumps(a.set)  # the benchmark's own Spark steps, run as child processes
     results: dict[str, Any] = {"machine": machine(), "customers": a.customers, "activity": a.activity,
                                "categories": a.categories, "top_categories": a.top_categories, "as_of": AS_OF,
-                               "steps": {}}
+                               "sets": a.set, "steps": {}}
     me = [sys.executable, str(Path(__file__).resolve())]
     print(f"benchmark: {a.customers:,} customers in {data}", file=sys.stderr)
     if "generate" in steps and not raw.exists():
@@ -468,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
                 for i in range(a.repeat)]
         results["steps"]["segment"] = {**median_of(runs), **_segment_facts(runs)}
     if "sample" in steps:
-        results["steps"]["sample"] = sample_runs(me, data, a.repeat)
+        results["steps"]["sample"] = sample_runs(me, data, a.repeat, a.set)
     if "e2e" in steps:
         r = measure(_custseg("run", *sets, f"--as-of={AS_OF}"), "custseg run (end to end)")
         results["steps"]["e2e"] = {"seconds": r["seconds"], "peak_rss_gib": r["peak_rss_gib"],
@@ -498,10 +510,11 @@ def _segment_facts(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {**facts, **medians}
 
 
-def sample_runs(me: list[str], data: Path, repeat: int) -> dict[str, Any]:
-    """`custseg run` on the built-in sample, as README's first command runs it, into its own output root."""
+def sample_runs(me: list[str], data: Path, repeat: int, extra: list[str]) -> dict[str, Any]:
+    """`custseg run` on the built-in sample, as README's first command runs it, into its own output root
+    (`extra`: the benchmark's --set settings)."""
     out = data / "sample_out"
-    sets = [f"--set=output.root={out}"]
+    sets = [f"--set=output.root={out}", *[f"--set={x}" for x in extra]]
     if not (REPO / "data" / "sample" / "transactions.csv").exists():  # set-up, not timed
         measure(_custseg("generate", "--conf", "conf/local.toml"), "generate the built-in sample")
     runs = []

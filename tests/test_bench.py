@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+SMALL_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 pytestmark = pytest.mark.e2e
 
@@ -19,10 +20,13 @@ def test_bench_smoke(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
     cmd = [sys.executable, str(REPO / "scripts" / "bench.py"), "--customers", "300", "--repeat", "1",
            "--iterations", "5", "--driver-memory", "2g", "--data-dir", str(tmp_path),
-           "--steps", "generate,ingest,features,duckdb,check,kmeans"]
+           "--steps", "generate,ingest,features,duckdb,check,kmeans",
+           # its Spark processes run as the test session's JVM does (tests/conftest.py): C1 only, serial collector
+           "--set", f"spark.conf.spark.driver.extraJavaOptions={SMALL_JVM}"]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1200)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "results-300c.json").read_text())
+    assert result["sets"] == [f"spark.conf.spark.driver.extraJavaOptions={SMALL_JVM}"]
     assert result["agreement"]["agree"], result["agreement"]["problems"]
     assert result["agreement"]["columns_compared"] >= 30
     assert result["agreement"]["rows"] > 250
