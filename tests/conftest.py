@@ -28,6 +28,11 @@ time.tzset()
 
 SESSION_TZ = "UTC"
 
+# The JVM options of every Spark JVM the tests start (this session's, and the cluster and benchmark tests'
+# drivers and executors): many tiny jobs on 2 cores, where C2's compiler threads cost more CPU than its code
+# saves, and the serial collector for small heaps.
+SMALL_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
 # scripts/test.sh runs the suite on two pytest-xdist workers, a module at a time per worker (each worker has its
 # own SparkSession, and a module's fixtures are built once). The longest modules go first, so that the two
 # workers finish at about the same time: each module's seconds in a two-worker run (order only; a module not named
@@ -94,8 +99,7 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
             # many tiny jobs on 2 cores: C2 compiler threads and whole-stage codegen cost more than they save.
             # C1 alone gets a 48 MB code cache by default, which this suite's generated code overflows (the
             # JVM then flushes and recompiles without end): 256 MB holds it (about 95 MB used)
-            "spark.conf.spark.driver.extraJavaOptions="
-            "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m -XX:+UseSerialGC",
+            f"spark.conf.spark.driver.extraJavaOptions={SMALL_JVM} -XX:ReservedCodeCacheSize=256m",
             "spark.conf.spark.sql.codegen.wholeStage=false",
         ],
     )

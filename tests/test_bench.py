@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SMALL_JVM
+
 REPO = Path(__file__).resolve().parents[1]
-SMALL_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 pytestmark = pytest.mark.e2e
 

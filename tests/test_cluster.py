@@ -34,6 +34,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 from pyspark.sql import functions as F
 
+from conftest import SMALL_JVM
 from custseg import pipeline, runner
 from custseg.core import columns as C
 from custseg.core import config
@@ -45,10 +46,6 @@ pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[1]
 AS_OF = dt.date(2024, 12, 31)
 EXECUTOR_MEMORY = "1g"
-# every driver and executor these tests start: C1 only and the serial collector, as the test session's own JVM
-# (tests/conftest.py). Short-lived JVMs on small data spend more CPU compiling with C2 than C2's code saves, and
-# the cluster's JVMs share the 2 cores with the other test worker.
-SMALL_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 # relative tolerance for doubles computed by sums whose order depends on partitioning and shuffle-fetch
 # order; the absolute floor covers values that are differences cancelling to ~0 (the 'other' spend share
 # of a customer whose spend is all in the top categories comes out as 0 or as 1e-16, by summation order)
@@ -217,7 +214,10 @@ class Cluster:
 
     def submit(self, name: str, job: Path, job_args: list[str], spark_args: list[str] = (), *,  # type: ignore[assignment]
                cwd: Path) -> Submission:
+        """spark-submit `job` to this cluster. Its driver and executors run as the test session's JVM does
+        (conftest's SMALL_JVM): short-lived JVMs on small data, sharing the 2 cores with the other test worker."""
         cmd = [str(REPO / "scripts" / "submit.sh"), "--master", self.master_url, "--executor-memory", EXECUTOR_MEMORY,
+               "--driver-java-options", SMALL_JVM, "--conf", f"spark.executor.extraJavaOptions={SMALL_JVM}",
                *spark_args, str(job), *job_args]
         out, err = cwd / f"{name}.out", cwd / f"{name}.err"
         with open(out, "wb") as o, open(err, "wb") as e:
@@ -397,8 +397,7 @@ def test_pipeline_on_the_cluster_equals_local_mode(spark, cluster: Cluster, tmp_
     conf = _toml(tmp_path / "cluster.toml", {
         "spark": {"shuffle_partitions": 2, "log_level": "WARN"},
         "spark.conf": {"spark.default.parallelism": "2", "spark.databricks.delta.snapshotPartitions": "1",
-                       "spark.sql.codegen.wholeStage": "false", "spark.ui.enabled": "false",
-                       "spark.executor.extraJavaOptions": SMALL_JVM},
+                       "spark.sql.codegen.wholeStage": "false", "spark.ui.enabled": "false"},
         "input": {"path": str(log_path), "format": "csv"},
         "input.columns": COLUMNS,
         "segment": {"k_range": [4, 6], "n_starts": 2, "max_iter": 20},
@@ -410,8 +409,7 @@ def test_pipeline_on_the_cluster_equals_local_mode(spark, cluster: Cluster, tmp_
 
     # 1. where the executors and the driver get custseg from
     probe = cluster.submit("probe", REPO / "tests" / "cluster_probe.py", [str(tmp_path / "probe.json"), "2"],
-                           ["--conf", "spark.ui.enabled=false", "--driver-java-options", SMALL_JVM,
-                            "--conf", f"spark.executor.extraJavaOptions={SMALL_JVM}"], cwd=tmp_path)
+                           ["--conf", "spark.ui.enabled=false"], cwd=tmp_path)
     assert probe.wait(600) == 0, probe.tail()
     seen = json.loads((tmp_path / "probe.json").read_text())
     assert seen["executors_registered"] == 2
@@ -431,7 +429,7 @@ def test_pipeline_on_the_cluster_equals_local_mode(spark, cluster: Cluster, tmp_
 
     # 2. the whole pipeline on the cluster
     run = cluster.submit("pipeline", REPO / "jobs" / "run_pipeline.py", ["--conf", str(conf), "--as-of", str(AS_OF)],
-                         ["--driver-java-options", SMALL_JVM], cwd=tmp_path)
+                         cwd=tmp_path)
     assert run.wait(1200) == 0, run.tail()
     assert "segments (0 = highest spend)" in run.stdout()
 
@@ -479,7 +477,7 @@ def test_pipeline_on_the_cluster_equals_local_mode(spark, cluster: Cluster, tmp_
 
     # 5. scoring through spark-submit with the bundle the cluster's run saved: every customer keeps its segment
     score = cluster.submit("score", REPO / "jobs" / "score.py", ["--conf", str(conf), "--as-of", str(AS_OF)],
-                           ["--driver-java-options", SMALL_JVM], cwd=tmp_path)
+                           cwd=tmp_path)
     assert score.wait(600) == 0, score.tail()
     assert "scored with model" in score.stdout()
     scored = _rows(spark, f"{b}/{C.TABLE_SEGMENTS}", [C.CUSTOMER_ID])
@@ -541,7 +539,7 @@ def test_lost_worker_and_killed_driver(spark, cluster: Cluster, tmp_path: Path) 
 
     conf = _toml(tmp_path / "fault.toml", {
         "spark": {"shuffle_partitions": 4, "log_level": "WARN"},
-        "spark.conf": {"spark.databricks.delta.snapshotPartitions": "2", "spark.executor.extraJavaOptions": SMALL_JVM},
+        "spark.conf": {"spark.databricks.delta.snapshotPartitions": "2"},
         "input": {"path": str(inbox), "format": "parquet"},
         "input.columns": COLUMNS,
         "ingest": {"mode": "append"},
@@ -558,7 +556,7 @@ def test_lost_worker_and_killed_driver(spark, cluster: Cluster, tmp_path: Path) 
     deliver("batch2")
     killed = cluster.submit("ingest-killed", REPO / "jobs" / "run_pipeline.py",
                             ["--conf", str(conf), "--only", "ingest"],
-                            ["--conf", "spark.ui.enabled=false", "--driver-java-options", SMALL_JVM], cwd=tmp_path)
+                            ["--conf", "spark.ui.enabled=false"], cwd=tmp_path)
     new_at_kill: set[str] = set()
     deadline = time.time() + 900
     while time.time() < deadline:
@@ -590,8 +588,7 @@ def test_lost_worker_and_killed_driver(spark, cluster: Cluster, tmp_path: Path) 
     recovery = cluster.submit("ingest-features", REPO / "jobs" / "run_pipeline.py",
                               ["--conf", str(conf), "--only", "ingest", "--only", "features", "--as-of", str(AS_OF),
                                "--set", "ingest.claim_timeout_minutes=0"],
-                              ["--conf", "spark.ui.enabled=false", "--driver-java-options", SMALL_JVM],
-                              cwd=tmp_path)
+                              ["--conf", "spark.ui.enabled=false"], cwd=tmp_path)
     assert recovery.wait(1800) == 0, recovery.tail()
     rec = _latest_run(spark, root)
     assert rec["outcome"] == "succeeded" and rec["stages"] == ["ingest", "features"]
@@ -618,7 +615,7 @@ def test_lost_worker_and_killed_driver(spark, cluster: Cluster, tmp_path: Path) 
                           ["--conf", str(conf), "--only", "features", "--as-of", str(AS_OF)],
                           # one split per file (splits of at most 1 MB, files of about 100 KB): the scan stage
                           # has many tasks to lose one of (Spark would otherwise pack the small files into few)
-                          ["--conf", "spark.sql.files.maxPartitionBytes=1m", "--driver-java-options", SMALL_JVM,
+                          ["--conf", "spark.sql.files.maxPartitionBytes=1m",
                            "--conf", f"spark.ui.port={ui_port}", "--conf", "spark.eventLog.enabled=true",
                            "--conf", f"spark.eventLog.dir=file://{events}", "--conf", "spark.eventLog.compress=false"],
                           cwd=tmp_path)
