@@ -202,14 +202,25 @@ def test_other_windows_and_no_top_values(cut: DataFrame) -> None:
     }
 
 
-def test_daily_totals_count_transactions_per_day(cut: DataFrame) -> None:
-    daily = cut.filter(cut[C.CUSTOMER_ID] == "A").transform(features.with_daily_totals(["books"], []))
-    got = {r[C.TXN_DATE]: (r["day_net"], r["day_gross"], r["day_returned"], r["day_lines"], r["day_txns"],
-                           r["day_purchase_txns"], r["day_return_txns"], r["day_has_purchase"])
-           for r in daily.collect()}
+def test_invoice_totals_count_transactions(cut: DataFrame) -> None:
+    rows = cut.filter(cut[C.CUSTOMER_ID] == "A").transform(features.with_invoice_totals(["books"], []))
+    got = {(r[C.TXN_DATE], r[C.TRANSACTION_ID]): (r["txn_net"], r["txn_gross"], r["txn_returned"], r["txn_lines"],
+                                                  r["txns"], r["purchase_txns"], r["return_txns"], r["has_purchase"],
+                                                  r["category_0"])
+           for r in rows.collect()}
     assert got == {
-        dt.date(2024, 3, 22): (50.0, 50.0, 0.0, 2, 2, 2, 0, True),  # id A1 + a line without id
-        dt.date(2024, 4, 1): (50.0, 50.0, 0.0, 1, 1, 1, 0, True),
-        dt.date(2024, 4, 21): (50.0, 50.0, 0.0, 2, 1, 1, 0, True),  # two lines of A3
-        dt.date(2024, 6, 20): (-25.0, 0.0, 25.0, 1, 1, 0, 1, False),
+        (dt.date(2024, 3, 22), "A1"): (40.0, 40.0, 0.0, 1, 1, 1, 0, True, 40.0),
+        (dt.date(2024, 3, 22), None): (10.0, 10.0, 0.0, 1, 1, 1, 0, True, 0.0),  # a line without id: one each
+        (dt.date(2024, 4, 1), "A2"): (50.0, 50.0, 0.0, 1, 1, 1, 0, True, 50.0),
+        (dt.date(2024, 4, 21), "A3"): (50.0, 50.0, 0.0, 2, 1, 1, 0, True, 20.0),  # two lines, one transaction
+        (dt.date(2024, 6, 20), "A4"): (-25.0, 0.0, 25.0, 1, 1, 0, 1, False, 0.0),
     }
+
+
+def test_a_days_second_purchase_transaction_is_no_gap(cut: DataFrame) -> None:
+    rows = cut.filter(cut[C.CUSTOMER_ID] == "A").transform(features.with_invoice_totals([], [])) \
+        .transform(features.with_purchase_gaps)
+    gaps = [(r[C.TXN_DATE], r["gap_days"]) for r in rows.collect() if r["has_purchase"]]
+    # 03-22 twice (the first purchase: null; the other: 0), 04-01 (+10), 04-21 (+20); the return day has none
+    assert sorted(g for _, g in gaps if g is not None) == [0, 10, 20]
+    assert [d for d, g in gaps if g is None] == [dt.date(2024, 3, 22)]

@@ -2,8 +2,9 @@
 
 Only transactions dated on or before D are read (`filter_as_of`), so nothing later can influence any
 value. The log is shuffled once, by customer; within each partition it is aggregated to (customer, day,
-transaction), to (customer, day) and to customer. Every feature below is an aggregate of day rows,
-including inter-purchase gaps, which come from a window over day rows, not over every transaction.
+transaction) and then to customer. Every feature below is an aggregate of those transaction rows, including
+inter-purchase gaps, which come from a window over them (a day's second purchase transaction is 0 days
+after its first, and adds nothing), not over every line.
 
 Definitions (days are whole calendar days in the input time zone):
 - a purchase day is a day with at least one non-return line; a return is a line with a negative amount;
@@ -36,15 +37,15 @@ TREND_WINDOW_DAYS = 90
 # purchases and returns that cancel out leave float noise (1e-14) in a net sum: no trend base below this
 MIN_TREND_BASE = 1e-6
 
-# per (customer, day) helper columns
-_DAY_NET = "day_net"
-_DAY_GROSS = "day_gross"
-_DAY_RETURNED = "day_returned"
-_DAY_LINES = "day_lines"
-_DAY_TXNS = "day_txns"
-_DAY_PURCHASE_TXNS = "day_purchase_txns"
-_DAY_RETURN_TXNS = "day_return_txns"
-_DAY_HAS_PURCHASE = "day_has_purchase"
+# per (customer, day, transaction) helper columns
+_NET = "txn_net"
+_GROSS = "txn_gross"
+_RETURNED = "txn_returned"
+_LINES = "txn_lines"
+_TXNS = "txns"
+_PURCHASE_TXNS = "purchase_txns"
+_RETURN_TXNS = "return_txns"
+_HAS_PURCHASE = "has_purchase"
 _N_PURCHASE_DAYS = "n_purchase_days_"
 _GAP = "gap_days"
 _SUM_SQUARED_GAPS = "sum_squared_gaps"
@@ -115,10 +116,12 @@ def _share_sums(top_categories: Sequence[str], top_channels: Sequence[str], valu
 
 
 def with_invoice_totals(top_categories: Sequence[str], top_channels: Sequence[str]) -> Callable[[DataFrame], DataFrame]:
-    """One row per (customer, day, transaction id): spend, lines, purchase and return lines, spend per top value.
+    """One row per (customer, day, transaction id): net, gross and returned spend, lines, the transactions it
+    counts for (all, purchases, returns), whether it holds a purchase, and spend per top value.
 
-    Lines without a transaction id fall into one row per (customer, day); the next level counts each of
-    their lines as a transaction of its own. Fixed-width sums and counts only, so Spark runs a plain hash
+    Lines without a transaction id fall into one row per (customer, day), which counts each of its lines as
+    a transaction of its own; a row with an id counts once (as a purchase if it has a purchase line, as a
+    return if it has a return line). Fixed-width sums and counts only, so Spark runs a plain hash
     aggregation (no per-group sets).
     """
 
@@ -127,53 +130,42 @@ def with_invoice_totals(top_categories: Sequence[str], top_channels: Sequence[st
         gross = F.when(amount > 0, amount).otherwise(F.lit(0.0))
         is_return = F.col(C.IS_RETURN)
         tops = {C.CATEGORY: list(top_categories), C.CHANNEL: list(top_channels)}
-        return df.groupBy(C.CUSTOMER_ID, C.TXN_DATE, C.TRANSACTION_ID).agg(
-            F.sum(amount).alias(_DAY_NET),
-            F.sum(gross).alias(_DAY_GROSS),
-            F.sum(F.when(is_return, -amount).otherwise(F.lit(0.0))).alias(_DAY_RETURNED),
-            F.count(F.lit(1)).alias(_DAY_LINES),
+        totals = df.groupBy(C.CUSTOMER_ID, C.TXN_DATE, C.TRANSACTION_ID).agg(
+            F.sum(amount).alias(_NET),
+            F.sum(gross).alias(_GROSS),
+            F.sum(F.when(is_return, -amount).otherwise(F.lit(0.0))).alias(_RETURNED),
+            F.count(F.lit(1)).alias(_LINES),
             F.count_if(~is_return).alias(_PURCHASE_LINES),
             F.count_if(is_return).alias(_RETURN_LINES),
             *_share_sums(top_categories, top_channels, lambda col, i: F.sum(
                 F.when(F.col(col) == F.lit(tops[col][i]), gross).otherwise(F.lit(0.0)))),
         )
-
-    return transform
-
-
-def with_daily_totals(top_categories: Sequence[str], top_channels: Sequence[str]) -> Callable[[DataFrame], DataFrame]:
-    """One row per (customer, day): net, gross and returned spend, lines, transactions, spend per top value."""
-
-    def transform(df: DataFrame) -> DataFrame:
-        invoices = df.transform(with_invoice_totals(top_categories, top_channels))
         no_id = F.col(C.TRANSACTION_ID).isNull()
 
-        def transactions(lines: Column) -> Column:
-            # an invoice with such lines counts once; lines without an id count one each
-            return F.sum(F.when(no_id, lines).otherwise((lines > 0).cast("long")))
+        def transactions(lines: str) -> Column:
+            return F.when(no_id, F.col(lines)).otherwise((F.col(lines) > 0).cast("long"))
 
-        return invoices.groupBy(C.CUSTOMER_ID, C.TXN_DATE).agg(
-            F.sum(_DAY_NET).alias(_DAY_NET),
-            F.sum(_DAY_GROSS).alias(_DAY_GROSS),
-            F.sum(_DAY_RETURNED).alias(_DAY_RETURNED),
-            F.sum(_DAY_LINES).alias(_DAY_LINES),
-            transactions(F.col(_DAY_LINES)).alias(_DAY_TXNS),
-            transactions(F.col(_PURCHASE_LINES)).alias(_DAY_PURCHASE_TXNS),
-            transactions(F.col(_RETURN_LINES)).alias(_DAY_RETURN_TXNS),
-            (F.sum(_PURCHASE_LINES) > 0).alias(_DAY_HAS_PURCHASE),
-            *_share_sums(top_categories, top_channels, lambda col, i: F.sum(_share_col(col, i))),
+        return totals.select(
+            C.CUSTOMER_ID, C.TXN_DATE, C.TRANSACTION_ID, _NET, _GROSS, _RETURNED, _LINES,
+            transactions(_LINES).alias(_TXNS),
+            transactions(_PURCHASE_LINES).alias(_PURCHASE_TXNS),
+            transactions(_RETURN_LINES).alias(_RETURN_TXNS),
+            (F.col(_PURCHASE_LINES) > 0).alias(_HAS_PURCHASE),
+            *[_share_col(col, i) for col, values in ((C.CATEGORY, top_categories), (C.CHANNEL, top_channels))
+              for i in range(len(values))],
         )
 
     return transform
 
 
 def with_purchase_gaps(df: DataFrame) -> DataFrame:
-    """Daily rows plus `gap_days`: days since the customer's previous purchase day, on purchase days.
+    """Transaction rows plus `gap_days`: days since the customer's previous purchase transaction.
 
-    Null on a customer's first purchase day and on days with returns only. In the window's order the
-    days without a purchase (null) come first, so `lag` over purchase days skips them.
+    Null on a customer's first purchase transaction and on rows without a purchase; 0 on a day's second and
+    later purchase transactions, so the positive gaps are the gaps between consecutive purchase days. In the
+    window's order the rows without a purchase (null) come first, so `lag` over purchases skips them.
     """
-    purchase_date = F.when(F.col(_DAY_HAS_PURCHASE), F.col(C.TXN_DATE))
+    purchase_date = F.when(F.col(_HAS_PURCHASE), F.col(C.TXN_DATE))
     by_day = Window.partitionBy(C.CUSTOMER_ID).orderBy(purchase_date.asc_nulls_first())
     return df.withColumn(_GAP, F.datediff(purchase_date, F.lag(purchase_date).over(by_day)))
 
@@ -211,35 +203,36 @@ def customer_features(
         return F.col(C.TXN_DATE) > F.date_sub(d, days)
 
     def transform(df: DataFrame) -> DataFrame:
-        # the one shuffle: every line of a customer to one partition; the invoice, day and customer
+        # the one shuffle: every line of a customer to one partition; the transaction and customer
         # aggregations and the gap window below then run within partitions, without further exchanges
         by_customer = df.repartition(C.CUSTOMER_ID)
-        daily = by_customer.transform(with_daily_totals(top_categories, top_channels)).transform(with_purchase_gaps)
-        purchase_date = F.when(F.col(_DAY_HAS_PURCHASE), F.col(C.TXN_DATE))
+        rows = by_customer.transform(with_invoice_totals(top_categories, top_channels)).transform(with_purchase_gaps)
+        purchase_date = F.when(F.col(_HAS_PURCHASE), F.col(C.TXN_DATE))
         prev_trend = (F.col(C.TXN_DATE) <= F.date_sub(d, TREND_WINDOW_DAYS)) & in_last(2 * TREND_WINDOW_DAYS)
         share_sums = [
             F.sum(_share_col(col, i)).alias(_share_col(col, i))
             for col, values in ((C.CATEGORY, top_categories), (C.CHANNEL, top_channels))
             for i in range(len(values))
         ]
-        per_customer = daily.groupBy(C.CUSTOMER_ID).agg(
+        per_customer = rows.groupBy(C.CUSTOMER_ID).agg(
             F.min(purchase_date).alias(C.FIRST_PURCHASE_DATE),
             F.max(purchase_date).alias(C.LAST_PURCHASE_DATE),
-            F.count_if(F.col(_DAY_HAS_PURCHASE)).alias(_N_PURCHASE_DAYS),
+            # the first purchase day, and every later one (a positive gap)
+            (F.count_if(F.col(_GAP) > 0) + 1).alias(_N_PURCHASE_DAYS),
             F.sum(F.col(_GAP).cast("long") * F.col(_GAP)).alias(_SUM_SQUARED_GAPS),
-            F.sum(_DAY_TXNS).alias(C.N_TRANSACTIONS),
-            F.sum(_DAY_PURCHASE_TXNS).alias(C.N_PURCHASE_TRANSACTIONS),
-            F.sum(_DAY_RETURN_TXNS).alias(C.N_RETURN_TRANSACTIONS),
-            F.sum(_DAY_LINES).alias(C.N_LINES),
-            F.sum(_DAY_NET).alias(C.TOTAL_SPEND),
-            F.sum(_DAY_GROSS).alias(C.GROSS_SPEND),
-            F.sum(_DAY_RETURNED).alias(C.RETURNED_VALUE),
-            *[F.sum(F.when(in_last(w), F.col(_DAY_NET)).otherwise(F.lit(0.0))).alias(C.spend_last(w))
+            F.sum(_TXNS).alias(C.N_TRANSACTIONS),
+            F.sum(_PURCHASE_TXNS).alias(C.N_PURCHASE_TRANSACTIONS),
+            F.sum(_RETURN_TXNS).alias(C.N_RETURN_TRANSACTIONS),
+            F.sum(_LINES).alias(C.N_LINES),
+            F.sum(_NET).alias(C.TOTAL_SPEND),
+            F.sum(_GROSS).alias(C.GROSS_SPEND),
+            F.sum(_RETURNED).alias(C.RETURNED_VALUE),
+            *[F.sum(F.when(in_last(w), F.col(_NET)).otherwise(F.lit(0.0))).alias(C.spend_last(w))
               for w in windows_days],
-            *[F.sum(F.when(in_last(w), F.col(_DAY_TXNS)).otherwise(F.lit(0))).alias(C.transactions_last(w))
+            *[F.sum(F.when(in_last(w), F.col(_TXNS)).otherwise(F.lit(0))).alias(C.transactions_last(w))
               for w in windows_days],
-            F.sum(F.when(in_last(TREND_WINDOW_DAYS), F.col(_DAY_NET)).otherwise(F.lit(0.0))).alias("_trend_last"),
-            F.sum(F.when(prev_trend, F.col(_DAY_NET)).otherwise(F.lit(0.0))).alias(C.SPEND_PREV_90D),
+            F.sum(F.when(in_last(TREND_WINDOW_DAYS), F.col(_NET)).otherwise(F.lit(0.0))).alias("_trend_last"),
+            F.sum(F.when(prev_trend, F.col(_NET)).otherwise(F.lit(0.0))).alias(C.SPEND_PREV_90D),
             *share_sums,
         ).filter(F.col(C.FIRST_PURCHASE_DATE).isNotNull())
 
