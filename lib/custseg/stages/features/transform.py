@@ -151,8 +151,7 @@ def with_invoice_totals(top_categories: Sequence[str], top_channels: Sequence[st
             transactions(_PURCHASE_LINES).alias(_PURCHASE_TXNS),
             transactions(_RETURN_LINES).alias(_RETURN_TXNS),
             (F.col(_PURCHASE_LINES) > 0).alias(_HAS_PURCHASE),
-            *[_share_col(col, i) for col, values in ((C.CATEGORY, top_categories), (C.CHANNEL, top_channels))
-              for i in range(len(values))],
+            *_share_sums(top_categories, top_channels, lambda col, i: F.col(_share_col(col, i))),
         )
 
     return transform
@@ -209,11 +208,7 @@ def customer_features(
         rows = by_customer.transform(with_invoice_totals(top_categories, top_channels)).transform(with_purchase_gaps)
         purchase_date = F.when(F.col(_HAS_PURCHASE), F.col(C.TXN_DATE))
         prev_trend = (F.col(C.TXN_DATE) <= F.date_sub(d, TREND_WINDOW_DAYS)) & in_last(2 * TREND_WINDOW_DAYS)
-        share_sums = [
-            F.sum(_share_col(col, i)).alias(_share_col(col, i))
-            for col, values in ((C.CATEGORY, top_categories), (C.CHANNEL, top_channels))
-            for i in range(len(values))
-        ]
+        share_sums = _share_sums(top_categories, top_channels, lambda col, i: F.sum(_share_col(col, i)))
         per_customer = rows.groupBy(C.CUSTOMER_ID).agg(
             F.min(purchase_date).alias(C.FIRST_PURCHASE_DATE),
             F.max(purchase_date).alias(C.LAST_PURCHASE_DATE),
