@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F
 
 from custseg import runner
@@ -75,14 +76,23 @@ def test_scoring_the_training_date_reproduces_every_fitted_segment(spark, fitted
     assert {v[2:] for v in scored.values()} == {(fitted["run_id"], C.ASSIGNMENT_SCORED)}
 
 
-def test_scoring_a_later_date_gives_new_customers_segments_and_keeps_everyone(spark, fitted) -> None:  # type: ignore[no-untyped-def]
+def test_scoring_a_later_date_gives_new_customers_segments_and_keeps_everyone(spark, fitted, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     cfg = fitted["cfg"]
     feats = delta.read(spark, cfg.table_path(C.TABLE_CUSTOMER_FEATURES))
     at_fit = {r[0] for r in feats.filter(F.col(C.AS_OF_DATE) == F.lit(FIT_DATE)).select(C.CUSTOMER_ID).collect()}
     later = {r[0] for r in feats.filter(F.col(C.AS_OF_DATE) == F.lit(LATER)).select(C.CUSTOMER_ID).collect()}
     new_customers = later - at_fit
     assert len(new_customers) > 10  # the generated log's new customers
+    applied: list[int] = []
+    transform = PipelineModel.transform
+    monkeypatch.setattr(PipelineModel, "transform",
+                        lambda self, df, params=None: applied.append(1) or transform(self, df, params))
+    spark.catalog.clearCache()
     result = runner.run_stage(spark, _scoring(cfg), "segment", LATER)  # latest model on or before LATER
+    monkeypatch.undo()
+    # the model is applied once: the rows its drift measure scored (cached) are the rows written, then released
+    assert len(applied) == 1
+    assert spark._jsparkSession.sharedState().cacheManager().isEmpty()
     scored = _segments(spark, cfg, LATER)
     assert scored.keys() == later  # everyone, once
     assert result.customers == len(later)  # type: ignore[attr-defined]

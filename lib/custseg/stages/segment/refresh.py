@@ -62,11 +62,21 @@ class Evaluation:
     rows: list[dict[str, Any]] = field(default_factory=list)  # drift rows, scope input and segment
     status: str | None = None  # None: drift not measured (a problem prevented it)
     reasons: list[str] = field(default_factory=list)  # the measures at warn or worse
+    # the date's customers as the model assigns them (cached when the drift was measured): scoring writes these
+    # rows instead of applying the model a second time; `release` drops them
+    scored: DataFrame | None = None
+
+
+def release(ev: Evaluation | None) -> None:
+    """Drop `ev`'s cached scored rows (once written, or when the stage refits instead)."""
+    if ev is not None and ev.scored is not None:
+        ev.scored.unpersist()
+        ev.scored = None
 
 
 def evaluate(model: SegmentationModel, features_df: DataFrame, cfg: Config, as_of: dt.date) -> Evaluation:
     """Check that `model` can score `features_df` (the date's features with the attributes it reads) and
-    measure the drift (one aggregation)."""
+    measure the drift (one aggregation over the scored rows, which stay cached in `scored` for the write)."""
     ev = Evaluation(model, (as_of - dt.date.fromisoformat(model.meta.as_of_date)).days)
     try:
         model.check_features(features_df, as_of)
@@ -81,7 +91,12 @@ def evaluate(model: SegmentationModel, features_df: DataFrame, cfg: Config, as_o
         return ev
     training = model.meta.training
     p95 = {int(s): float(v) for s, v in training["p95_distance"].items()}
-    now = D.measure(model, D.scored(model, features_df), training["edges"], p95)
+    ev.scored = D.scored(model, features_df).cache()
+    try:
+        now = D.measure(model, ev.scored, training["edges"], p95)
+    except BaseException:
+        release(ev)
+        raise
     ev.rows, ev.status, ev.reasons = D.rows(model, now, D.Thresholds.of(cfg))
     log.info("segment: drift against model %s (fitted as of %s, %d days before): %s%s", model.run_id,
              model.meta.as_of_date, ev.age_days, ev.status, f" ({'; '.join(ev.reasons)})" if ev.reasons else "")

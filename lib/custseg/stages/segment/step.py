@@ -186,14 +186,17 @@ def run(spark: SparkSession, ctx: StageContext) -> SegmentResult:
             ev = R.Evaluation(model, (as_of - dt.date.fromisoformat(model.meta.as_of_date)).days, [str(e)])
         else:
             ev = R.evaluate(model, model_feats, cfg, as_of)
-    decision, reasons = R.decide(mode, ev, cfg["segment.max_model_age_days"])
-    log.info("segment: %s (%s)", "scoring with the saved model" if decision == C.DECISION_SCORE else "fitting",
-             "; ".join(reasons))
-    drift = R.drift_rows(spark, as_of, ctx.run_id, ev, decision, reasons)
-    if decision == C.DECISION_SCORE:
-        assert model is not None
-        result = score(spark, ctx, model_feats, features_version, model, drift)
-    else:
+    try:  # the evaluation's cached scored rows: written when scoring, released before a refit
+        decision, reasons = R.decide(mode, ev, cfg["segment.max_model_age_days"])
+        log.info("segment: %s (%s)", "scoring with the saved model" if decision == C.DECISION_SCORE else "fitting",
+                 "; ".join(reasons))
+        drift = R.drift_rows(spark, as_of, ctx.run_id, ev, decision, reasons)
+        if decision == C.DECISION_SCORE:
+            assert model is not None and ev is not None
+            result = score(spark, ctx, model_feats, features_version, model, drift, ev.scored)
+    finally:
+        R.release(ev)
+    if decision != C.DECISION_SCORE:
         fit_feats = with_cluster_attributes(spark, cfg, feats, list(cfg["attributes.cluster_on"]))
         result = fit(spark, ctx, fit_feats, features_version, feats, model, drift)
     result.decision, result.decision_reasons = decision, reasons
@@ -294,11 +297,10 @@ def _write_dated(spark: SparkSession, cfg: Config, undo: Undo, ctx: StageContext
     writes: dict[str, int] = {}
     tables = ((C.TABLE_SEGMENTS, segments), (C.TABLE_MODEL_SELECTION, selection), (C.TABLE_SEGMENT_DRIFT, drift))
     for name, df in tables:
-        if df is None:
-            continue
-        path = cfg.table_path(name)
-        undo.partition(path, name)
-        writes[name] = delta.replace_partition(df, path, name, ctx.date, ctx.run_id)
+        if df is not None:
+            path = cfg.table_path(name)
+            undo.partition(path, name)
+            writes[name] = delta.replace_partition(df, path, name, ctx.date, ctx.run_id)
     return writes
 
 
@@ -309,16 +311,17 @@ def _outcomes(candidates: list[Candidate]) -> str:
 
 
 def score(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_version: int,
-          bundle: SegmentationModel, drift: DataFrame) -> SegmentResult:
-    """Assign every customer of the date to a segment with a saved bundle, without refitting; write segments,
-    segment_drift and the registry's dates (undone together when one of them fails)."""
+          bundle: SegmentationModel, drift: DataFrame, scored: DataFrame | None = None) -> SegmentResult:
+    """Assign every customer of the date to a segment with a saved bundle (or take `scored`, its drift measure's
+    rows), without refitting; write segments, segment_drift and the registry's dates (undone together on failure)."""
     cfg, as_of = ctx.cfg, ctx.date
     bundle.check_features(feats, as_of)
     log.info("segment: scoring customers as of %s with model %s (%s k=%d, fitted as of %s)", as_of, bundle.run_id,
              bundle.meta.algorithm, bundle.meta.k, bundle.meta.as_of_date)
     obs = Observation("scored")
     ids = bundle.meta.segment_ids
-    rows = _segments_rows(bundle.assign(feats), ctx, bundle.run_id, C.ASSIGNMENT_SCORED).observe(
+    assigned = scored if scored is not None else bundle.assign(feats)
+    rows = _segments_rows(assigned, ctx, bundle.run_id, C.ASSIGNMENT_SCORED).observe(
         obs, F.count(F.lit(1)).alias("rows"), *[F.count_if(F.col(C.SEGMENT_ID) == s).alias(f"s{s}") for s in ids])
     undo = Undo(spark, as_of)
     try:
