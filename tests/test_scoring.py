@@ -84,14 +84,17 @@ def test_scoring_a_later_date_gives_new_customers_segments_and_keeps_everyone(sp
     new_customers = later - at_fit
     assert len(new_customers) > 10  # the generated log's new customers
     applied: list[int] = []
-    transform = PipelineModel.transform
+    checked: list[int] = []
+    transform, map_keys = PipelineModel.transform, models.map_keys
     monkeypatch.setattr(PipelineModel, "transform",
                         lambda self, df, params=None: applied.append(1) or transform(self, df, params))
+    monkeypatch.setattr(models, "map_keys", lambda df, cols: checked.append(1) or map_keys(df, cols))
     spark.catalog.clearCache()
     result = runner.run_stage(spark, _scoring(cfg), "segment", LATER)  # latest model on or before LATER
     monkeypatch.undo()
-    # the model is applied once: the rows its drift measure scored (cached) are the rows written, then released
-    assert len(applied) == 1
+    # the model is applied once, and the features checked against it once (a pass over them each): the rows its
+    # drift measure scored (cached) are the rows written, then released
+    assert len(applied) == 1 and len(checked) == 1
     assert spark._jsparkSession.sharedState().cacheManager().isEmpty()
     scored = _segments(spark, cfg, LATER)
     assert scored.keys() == later  # everyone, once

@@ -315,11 +315,11 @@ def score(spark: SparkSession, ctx: StageContext, feats: DataFrame, features_ver
     """Assign every customer of the date to a segment with a saved bundle (or take `scored`, its drift measure's
     rows), without refitting; write segments, segment_drift and the registry's dates (undone together on failure)."""
     cfg, as_of = ctx.cfg, ctx.date
-    bundle.check_features(feats, as_of)
+    if scored is None:  # else the drift measure checked these features against this bundle before scoring them
+        bundle.check_features(feats, as_of)
     log.info("segment: scoring customers as of %s with model %s (%s k=%d, fitted as of %s)", as_of, bundle.run_id,
              bundle.meta.algorithm, bundle.meta.k, bundle.meta.as_of_date)
-    obs = Observation("scored")
-    ids = bundle.meta.segment_ids
+    obs, ids = Observation("scored"), bundle.meta.segment_ids
     assigned = scored if scored is not None else bundle.assign(feats)
     rows = _segments_rows(assigned, ctx, bundle.run_id, C.ASSIGNMENT_SCORED).observe(
         obs, F.count(F.lit(1)).alias("rows"), *[F.count_if(F.col(C.SEGMENT_ID) == s).alias(f"s{s}") for s in ids])
