@@ -74,9 +74,11 @@ def release(ev: Evaluation | None) -> None:
         ev.scored = None
 
 
-def evaluate(model: SegmentationModel, features_df: DataFrame, cfg: Config, as_of: dt.date) -> Evaluation:
+def evaluate(model: SegmentationModel, features_df: DataFrame, cfg: Config, as_of: dt.date,
+             keep_scored: bool = True) -> Evaluation:
     """Check that `model` can score `features_df` (the date's features with the attributes it reads) and
-    measure the drift (one aggregation over the scored rows, which stay cached in `scored` for the write)."""
+    measure the drift (one aggregation over the scored rows; with `keep_scored`, when the stage may score, they
+    stay cached in `scored` for the write)."""
     ev = Evaluation(model, (as_of - dt.date.fromisoformat(model.meta.as_of_date)).days)
     try:
         model.check_features(features_df, as_of)
@@ -91,9 +93,11 @@ def evaluate(model: SegmentationModel, features_df: DataFrame, cfg: Config, as_o
         return ev
     training = model.meta.training
     p95 = {int(s): float(v) for s, v in training["p95_distance"].items()}
-    ev.scored = D.scored(model, features_df).cache()
+    scored = D.scored(model, features_df)
+    if keep_scored:
+        ev.scored = scored = scored.cache()
     try:
-        now = D.measure(model, ev.scored, training["edges"], p95)
+        now = D.measure(model, scored, training["edges"], p95)
     except BaseException:
         release(ev)
         raise

@@ -185,7 +185,7 @@ def run(spark: SparkSession, ctx: StageContext) -> SegmentResult:
                 raise
             ev = R.Evaluation(model, (as_of - dt.date.fromisoformat(model.meta.as_of_date)).days, [str(e)])
         else:
-            ev = R.evaluate(model, model_feats, cfg, as_of)
+            ev = R.evaluate(model, model_feats, cfg, as_of, keep_scored=mode != "fit")  # fit never scores
     try:  # the evaluation's cached scored rows: written when scoring, released before a refit
         decision, reasons = R.decide(mode, ev, cfg["segment.max_model_age_days"])
         log.info("segment: %s (%s)", "scoring with the saved model" if decision == C.DECISION_SCORE else "fitting",
