@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 from chispa import assert_df_equality
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -439,6 +439,29 @@ def test_placeholder_ids_are_missing_and_unicode_ids_are_normalised(spark: Spark
     assert got["t7"] == got["t8"] == (nfc, None)  # one customer, whichever form the log used
     assert got["t9"] == ("00012", None)
     assert got["t10"] == ("NULLIFIED", None)  # only whole placeholders
+
+
+def test_ascii_ids_take_a_trim_that_gives_what_the_regular_expressions_give(spark: SparkSession) -> None:
+    """ASCII ids skip the regular expressions (`parse_id`'s fast path): the same ids, edge by edge."""
+    from custseg.core.records import EDGE_SPACE, parse_id
+
+    def by_expressions(c: Column) -> Column:  # parse_id before the fast path: every id through the expressions
+        t = F.regexp_replace(c, EDGE_SPACE, "")
+        t = F.when(t.rlike("[^\\x00-\\x7F]"), F.call_function("reflect", F.lit("com.ibm.icu.text.Normalizer"),
+                                                           F.lit("compose"), t, F.lit(False))).otherwise(t)
+        placeholder = F.lower(t).isin(["null", "-"])
+        return F.when((t == "") | placeholder, None).otherwise(F.regexp_replace(t, r"^(\d+)\.0+$", "$1"))
+
+    ids = [" \t\n\x0b\x0c\r007\r\x0c\x0b\n\t ", "a b", "\x1c7\x1f", "\x007", "17850.0", " 17850.00\t", "1.50",
+           ".0", "7.", "1.0.0", "NULL", " - ", "--", "", " ", "\u3000c9\ufeff", "\u2028c9\u2029", "\u0085c9",
+           "\u00a0Zoe\u0308 ", "c\u00a09", "17850.0\u00a0", None]
+    df = spark.createDataFrame([(i, v) for i, v in enumerate(ids)], "i int, v string")
+    got = df.select("i", parse_id(F.col("v"), T.StringType(), ["NULL", "-"]).alias("fast"),
+                    by_expressions(F.col("v")).alias("expressions")).orderBy("i").collect()
+    assert [r["fast"] for r in got] == [r["expressions"] for r in got]
+    assert [r["fast"] for r in got][:8] == ["007", "a b", "\x1c7\x1f", "\x007", "17850", "17850", "1.50", ".0"]
+    assert [r["fast"] for r in got][10:] == [None, None, "--", None, None, "c9", "c9", "\u0085c9", "Zoë", "c\u00a09",
+                                              "17850", None]
 
 
 # --- bounds: implausible magnitudes and timestamps before the earliest date -------------------------

@@ -16,6 +16,7 @@ from custseg.core import columns as C
 # Spark's trim removes spaces only; ids also lose tabs, line breaks, non-breaking and other Unicode spaces
 # and byte-order marks around them
 EDGE_SPACE = r"^[\s\p{Z}\x{FEFF}]+|[\s\p{Z}\x{FEFF}]+$"
+ASCII_SPACE = " \t\n\x0b\x0c\r"  # the ASCII characters EDGE_SPACE matches (Java's \s, and the space of \p{Z})
 
 
 def parse_id(c: Column, dtype: T.DataType, missing: Sequence[str] = ()) -> Column:
@@ -33,11 +34,19 @@ def parse_id(c: Column, dtype: T.DataType, missing: Sequence[str] = ()) -> Colum
         return F.when(F.isnan(c.cast("double")), None).otherwise(F.coalesce(whole, c.cast("string")))
     if isinstance(dtype, T.NumericType):
         return c.cast("string")
-    t = F.regexp_replace(c.cast("string"), EDGE_SPACE, "")
-    t = F.when(t.rlike("[^\\x00-\\x7F]"), F.call_function("reflect", F.lit("com.ibm.icu.text.Normalizer"),
-                                                       F.lit("compose"), t, F.lit(False))).otherwise(t)
+    s = c.cast("string")
+    # Most ids are ASCII (valid UTF-8 with as many bytes as characters). In ASCII text EDGE_SPACE's characters
+    # are \s's (\p{Z} adds only the space): a trim of those six, with no regular expression and nothing to
+    # normalise. Other ids take the regular expressions.
+    ascii_only = (F.octet_length(s) == F.char_length(s)) & F.is_valid_utf8(s)
+    edged = F.regexp_replace(s, EDGE_SPACE, "")
+    t = F.when(ascii_only, F.trim(s, F.lit(ASCII_SPACE))).when(
+        edged.rlike("[^\\x00-\\x7F]"),
+        F.call_function("reflect", F.lit("com.ibm.icu.text.Normalizer"), F.lit("compose"), edged, F.lit(False)),
+    ).otherwise(edged)
     placeholder = F.lower(t).isin([m.strip().lower() for m in missing]) if missing else F.lit(False)
-    return F.when((t == "") | placeholder, None).otherwise(F.regexp_replace(t, r"^(\d+)\.0+$", "$1"))
+    integral_float = F.when(t.contains("."), F.regexp_replace(t, r"^(\d+)\.0+$", "$1")).otherwise(t)
+    return F.when((t == "") | placeholder, None).otherwise(integral_float)
 
 
 def to_quarantine(batch_id: str, now: dt.datetime) -> Callable[[DataFrame], DataFrame]:
