@@ -6,7 +6,10 @@
 
 Steps (all by default, in this order):
   generate  the synthetic log as Parquet (skipped when it already exists)
-  ingest    `custseg ingest` (overwrite) into the benchmark's output root
+  ingest    `custseg ingest` (overwrite) into the benchmark's output root, made afresh for each of --repeat runs
+  duckdb_ingest  the same ingest in DuckDB SQL over the same raw Parquet (parse, validate, first-failing
+            reason, whole-record duplicates, Parquet partitioned by month), --repeat times; then both outputs
+            compared: clean and quarantined rows, reasons, per-column sums and distinct counts
   features  `custseg features`, --repeat times (median reported)
   duckdb    the same feature definitions in DuckDB SQL over the raw Parquet, --repeat times
   check     custseg's features vs DuckDB's: row counts, and each column's sum within 1e-6 relative
@@ -48,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 # --set KEY=VALUE settings, handed from the benchmark to its own Spark steps (check, mllib, quality)
 SETS_ENV = "CUSTSEG_BENCH_SETS"
 AS_OF = "2024-12-31"
-STEPS = ("generate", "ingest", "features", "duckdb", "check", "kmeans", "segment", "e2e")
+STEPS = ("generate", "ingest", "duckdb_ingest", "features", "duckdb", "check", "kmeans", "segment", "e2e")
 EXTRA_STEPS = ("sample",)  # not in the default list: it runs on the built-in sample, not on --customers
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -238,6 +241,162 @@ def duckdb_features(table: str, out: str, as_of: str, threads: int, top_categori
     FROM cust LEFT JOIN g ON cust.c = g.c
     """
     con.execute(f"COPY ({sql}) TO '{out}' (FORMAT PARQUET)")
+
+
+def _ingest_settings() -> dict[str, Any]:
+    """The ingest checks' settings as custseg runs them in the benchmark (its defaults)."""
+    from custseg.core import keys
+
+    return {k: keys.SCHEMA[k].default for k in (
+        "ingest.missing_id_values", "ingest.earliest_date", "ingest.future_tolerance_minutes",
+        "ingest.max_abs_amount", "ingest.max_abs_quantity", "ingest.max_abs_unit_price")}
+
+
+def _sql_text(v: str) -> str:
+    return "'" + v.replace("'", "''") + "'"
+
+
+def duckdb_ingest(raw: str, out: str, threads: int) -> None:
+    """custseg's ingest in DuckDB SQL over the generated log (`raw`, the generator's Parquet files and column
+    names): the same parsing, checks and first-failing reason, the same whole-record duplicates (lines with a
+    transaction id; the first file in path order kept), the clean rows in the transactions table's columns and
+    the quarantined ones with their reasons and raw values, written as Parquet partitioned by month. One pass:
+    both go into one partitioned write (`part=clean` and `part=quarantine`)."""
+    import duckdb
+
+    from custseg.sample import generate as G
+
+    s = _ingest_settings()
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(minutes=s["ingest.future_tolerance_minutes"])
+    con = duckdb.connect()
+    con.execute(f"SET threads = {threads}; SET TimeZone = 'UTC'; SET preserve_insertion_order = false")
+    files = sorted(str(f) for f in Path(raw).glob("*.parquet"))
+    if not files:
+        raise SystemExit(f"no Parquet files in {raw}: run the generate step first")
+    src = f"read_parquet([{', '.join(_sql_text(f) for f in files)}], filename = true)"
+    described = [(r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall() if r[0] != "filename"]
+    # the source columns as s0, s1, ...: DuckDB's names ignore case, and the log's `Quantity` would be custseg's
+    # `quantity`
+    cols = [f"s{i}" for i in range(len(described))]
+    name = {n: f"s{i}" for i, (n, _) in enumerate(described)}
+    types = {f"s{i}": t for i, (_, t) in enumerate(described)}
+    placeholders = ", ".join(_sql_text(m.strip().lower()) for m in s["ingest.missing_id_values"])
+    edge = r"'^[\s\p{Z}\x{FEFF}]+|[\s\p{Z}\x{FEFF}]+$'"
+
+    def ident(col: str) -> str:  # parse_id: ASCII trimmed of its six space characters, other text as Unicode
+        x = f"CAST({col} AS VARCHAR)"
+        t = (f"(CASE WHEN strlen({x}) = length({x}) THEN trim({x}, ' \t\n' || chr(11) || chr(12) || chr(13)) "
+             f"ELSE nfc_normalize(regexp_replace({x}, {edge}, '', 'g')) END)")
+        return (f"CASE WHEN {t} = '' OR lower({t}) IN ({placeholders}) THEN NULL "
+                rf"ELSE regexp_replace({t}, '^(\d+)\.0+$', '\1') END")
+
+    def number(col: str) -> str:  # parse_number: a finite double or null
+        v = (f"CAST({col} AS DOUBLE)" if types[col] != "VARCHAR"
+             else f"TRY_CAST(nullif(trim({col}), '') AS DOUBLE)")
+        return f"CASE WHEN isfinite({v}) THEN {v} END"
+
+    def text(col: str) -> str:  # parse_text: Spark's trim (spaces), blank -> null
+        return f"nullif(trim(CAST({col} AS VARCHAR)), '')"
+
+    stamp, qty, price = name[G.G_TIMESTAMP], name[G.G_QUANTITY], name[G.G_UNIT_PRICE]
+    ts = (f"CAST({stamp} AS TIMESTAMP)" if types[stamp].startswith("TIMESTAMP")
+          else f"TRY_CAST({text(stamp)} AS TIMESTAMP)")
+    checks = [
+        (C.REASON_MISSING_CUSTOMER_ID, f"{C.CUSTOMER_ID} IS NULL"),
+        (C.REASON_MISSING_TIMESTAMP, f"{text(stamp)} IS NULL"),
+        (C.REASON_UNPARSABLE_TIMESTAMP, f"{text(stamp)} IS NOT NULL AND {C.TXN_TS} IS NULL"),
+        (C.REASON_FUTURE_TIMESTAMP, f"{C.TXN_TS} > TIMESTAMP '{now.isoformat(sep=' ')}'"),
+        (C.REASON_EARLY_TIMESTAMP, f"CAST({C.TXN_TS} AS DATE) < DATE '{s['ingest.earliest_date']}'"),
+        (C.REASON_MISSING_AMOUNT, f"{text(qty)} IS NULL OR {text(price)} IS NULL"),
+        (C.REASON_UNPARSABLE_QUANTITY, f"{text(qty)} IS NOT NULL AND {C.QUANTITY} IS NULL"),
+        (C.REASON_UNPARSABLE_UNIT_PRICE, f"{text(price)} IS NOT NULL AND {C.UNIT_PRICE} IS NULL"),
+        (C.REASON_UNPARSABLE_AMOUNT, f"abs({C.AMOUNT}) = 'inf'::DOUBLE"),
+        (C.REASON_IMPLAUSIBLE_AMOUNT, f"abs({C.AMOUNT}) > {s['ingest.max_abs_amount']}"),
+        (C.REASON_IMPLAUSIBLE_QUANTITY, f"abs({C.QUANTITY}) > {s['ingest.max_abs_quantity']}"),
+        (C.REASON_IMPLAUSIBLE_UNIT_PRICE, f"abs({C.UNIT_PRICE}) > {s['ingest.max_abs_unit_price']}"),
+    ]
+    reasons = "list_filter([" + ", ".join(f"CASE WHEN {cond} THEN '{code}' END" for code, cond in checks) + \
+        "], lambda x: x IS NOT NULL)"
+    raw_map = "MAP {" + ", ".join(f"{_sql_text(n)}: CAST({name[n]} AS VARCHAR)" for n, _ in described) + "}"
+    source = ", ".join(f'"{n}" AS {name[n]}' for n, _ in described)
+    parsed = f"""
+      SELECT *, {reasons}[1] AS {C.REASON}, {reasons} AS {C.REASONS}
+      FROM (SELECT *, {C.QUANTITY} * {C.UNIT_PRICE} AS {C.AMOUNT}
+            FROM (SELECT {", ".join(cols)}, filename,
+                         {ident(name[G.G_CUSTOMER])} AS {C.CUSTOMER_ID},
+                         {ident(name[G.G_INVOICE])} AS {C.TRANSACTION_ID}, {ts} AS {C.TXN_TS},
+                         {number(qty)} AS {C.QUANTITY}, {number(price)} AS {C.UNIT_PRICE},
+                         {text(name[G.G_CATEGORY])} AS {C.CATEGORY}, {text(name[G.G_CHANNEL])} AS {C.CHANNEL},
+                         {text(name[G.G_COUNTRY])} AS {C.COUNTRY}
+                  FROM (SELECT {source}, filename FROM {src})))"""
+    # a repeat: a clean line with a transaction id whose whole source record an earlier line (file order) has
+    kept = f"""
+      SELECT * FROM ({parsed})
+      QUALIFY {C.REASON} IS NOT NULL OR {C.TRANSACTION_ID} IS NULL
+           OR row_number() OVER (PARTITION BY {C.REASON} IS NULL, {", ".join(cols)} ORDER BY filename) = 1"""
+    day = f"CAST({C.TXN_TS} AS DATE)"
+    sql = f"""
+      SELECT CASE WHEN {C.REASON} IS NULL THEN 'clean' ELSE 'quarantine' END AS part,
+             {C.CUSTOMER_ID}, {C.TRANSACTION_ID}, {C.TXN_TS}, {C.AMOUNT}, {C.QUANTITY}, {C.UNIT_PRICE},
+             {C.AMOUNT} < 0 AS {C.IS_RETURN}, {C.CATEGORY}, {C.CHANNEL}, {C.COUNTRY}, filename AS {C.SOURCE_FILE},
+             'duckdb' AS {C.INGEST_BATCH}, {day} AS {C.TXN_DATE},
+             CASE WHEN {C.REASON} IS NULL THEN date_trunc('month', {day}) END AS {C.TXN_MONTH},
+             {C.REASON}, {C.REASONS}, CASE WHEN {C.REASON} IS NOT NULL THEN {raw_map} END AS {C.RAW_RECORD}
+      FROM ({kept})"""
+    con.execute(f"COPY ({sql}) TO {_sql_text(out)} (FORMAT PARQUET, PARTITION_BY (part, {C.TXN_MONTH}), "
+                "OVERWRITE_OR_IGNORE)")
+
+
+def ingest_agreement(transactions: str, quarantine: str, duck: str, lines: int | None) -> dict[str, Any]:
+    """custseg's transactions and quarantine tables (their live files) against DuckDB's ingest output: rows,
+    reasons, and per-column sums and distinct counts of the clean rows."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+
+    def read(files: list[str]) -> str:
+        return f"read_parquet([{', '.join(_sql_text(f) for f in files)}], hive_partitioning = false)"
+
+    facts = (f"count(*), count(DISTINCT {C.CUSTOMER_ID}), count(DISTINCT {C.TRANSACTION_ID}), sum({C.AMOUNT}), "
+             f"sum({C.QUANTITY}), count({C.CATEGORY}), min({C.TXN_TS}), max({C.TXN_TS}), "
+             f"count(DISTINCT {C.TXN_DATE}), count_if({C.IS_RETURN}), count(DISTINCT {C.SOURCE_FILE})")
+    names = ["rows", "customers", "transactions", "amount", "quantity", "category", "first", "last", "days",
+             "returns", "files"]
+    ours_files = delta_live_files(transactions)
+    q_files = delta_live_files(quarantine)
+    ours = con.execute(f"SELECT {facts} FROM {read(ours_files)}").fetchone()
+    theirs = con.execute(f"SELECT {facts} FROM read_parquet({_sql_text(duck + '/part=clean/**/*.parquet')}, "
+                         "hive_partitioning = true)").fetchone()
+    reasons_q = f"SELECT {C.REASON}, count(*) FROM {{}} GROUP BY 1 ORDER BY 1"
+    ours_reasons = con.execute(reasons_q.format(read(q_files))).fetchall() if q_files else []
+    duck_q = list(Path(duck).glob("part=quarantine/**/*.parquet"))
+    theirs_reasons = con.execute(reasons_q.format(read([str(f) for f in duck_q]))).fetchall() if duck_q else []
+    assert ours is not None and theirs is not None
+    problems = []
+    for n, a, b in zip(names, ours, theirs, strict=True):
+        if isinstance(a, float) and isinstance(b, float):
+            if abs(a - b) > 1e-9 * max(abs(a), abs(b), 1.0):
+                problems.append(f"{n}: {a!r} vs {b!r}")
+        elif a != b:
+            problems.append(f"{n}: {a!r} vs {b!r}")
+    # the clean rows themselves, as multisets of their business columns
+    business = ", ".join((C.CUSTOMER_ID, C.TRANSACTION_ID, C.TXN_TS, C.AMOUNT, C.QUANTITY, C.UNIT_PRICE, C.CATEGORY,
+                          C.CHANNEL, C.COUNTRY, C.TXN_DATE))
+    ours_rows = f"SELECT {business} FROM {read(ours_files)}"
+    theirs_rows = (f"SELECT {business} FROM read_parquet({_sql_text(duck + '/part=clean/**/*.parquet')}, "
+                   "hive_partitioning = false)")
+    for label, a, b in (("only in custseg's", ours_rows, theirs_rows), ("only in DuckDB's", theirs_rows, ours_rows)):
+        row = con.execute(f"SELECT count(*) FROM ({a} EXCEPT ALL {b})").fetchone()
+        if row is not None and row[0]:
+            problems.append(f"{row[0]} clean rows {label} output")
+    if ours_reasons != theirs_reasons:
+        problems.append(f"quarantine reasons: {ours_reasons} vs {theirs_reasons}")
+    quarantined = sum(n for _, n in ours_reasons)
+    return {"clean_rows": ours[0], "quarantined": quarantined,
+            "duplicates": None if lines is None else lines - ours[0] - quarantined,
+            "compared": names + ["quarantine reasons", "clean rows (multiset)"], "agree": not problems,
+            "problems": problems}
 
 
 # --- the scikit-learn reference ------------------------------------------------------------------
@@ -447,8 +606,26 @@ def main(argv: list[str] | None = None) -> int:
         results["steps"]["generate"] = {k: v for k, v in r.items() if k != "output"}
     results["lines"] = _count_lines(raw)
     if "ingest" in steps:
-        r = measure(_custseg("ingest", *sets), "custseg ingest")
-        results["steps"]["ingest"] = {k: v for k, v in r.items() if k != "output"}
+        runs = []
+        for i in range(a.repeat):
+            if out.exists():
+                shutil.rmtree(out)  # every run into a fresh output root, as the first ingest of a log
+            runs.append(measure(_custseg("ingest", *sets), f"custseg ingest #{i + 1}"))
+        results["steps"]["ingest"] = {**median_of(runs), "stage_seconds": [_stage_seconds(r["output"]).get("ingest")
+                                                                           for r in runs]}
+    if "duckdb_ingest" in steps:
+        duck_in = data / f"duckdb_ingest_{tag}"
+        runs = []
+        for i in range(a.repeat):
+            if duck_in.exists():
+                shutil.rmtree(duck_in)
+            runs.append(measure([*me, "--internal", "duckdb_ingest", str(raw), str(duck_in), str(a.threads)],
+                                f"duckdb ingest #{i + 1}"))
+        results["steps"]["duckdb_ingest"] = median_of(runs)
+        results["ingest_agreement"] = ingest_agreement(str(out / C.TABLE_TRANSACTIONS), str(out / C.TABLE_QUARANTINE),
+                                                       str(duck_in), results["lines"])
+        if not results["ingest_agreement"]["agree"]:
+            print(f"INGEST DISAGREEMENT: {results['ingest_agreement']['problems'][:10]}", file=sys.stderr)
     if "features" in steps:
         runs = [measure(_custseg("features", *sets, f"--as-of={AS_OF}"), f"custseg features #{i + 1}")
                 for i in range(a.repeat)]
@@ -491,7 +668,8 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(results, indent=2))
     print(markdown(results))
     print(f"results: {path}", file=sys.stderr)
-    return 0 if results.get("agreement", {}).get("agree", True) else 1
+    agree = all(results.get(k, {}).get("agree", True) for k in ("agreement", "ingest_agreement"))
+    return 0 if agree else 1
 
 
 def _segment_facts(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -547,7 +725,9 @@ def sample_quality(out_root: str, truth: str, result: str) -> None:
 
 def _internal(args: list[str]) -> int:
     kind, rest = args[0], args[1:]
-    if kind == "duckdb":
+    if kind == "duckdb_ingest":
+        duckdb_ingest(rest[0], rest[1], int(rest[2]))
+    elif kind == "duckdb":
         duckdb_features(rest[0], rest[1], rest[2], int(rest[3]), int(rest[4]), 5)
     elif kind == "check":
         check_agreement(*rest)
@@ -578,6 +758,10 @@ def _ratios(r: dict[str, Any]) -> None:
     s = r["steps"]
     if "features" in s and "duckdb_features" in s:
         r["features_vs_duckdb"] = round(s["features"]["median_seconds"] / s["duckdb_features"]["median_seconds"], 2)
+    if "ingest" in s and "duckdb_ingest" in s:
+        r["ingest_vs_duckdb"] = round(s["ingest"]["median_seconds"] / s["duckdb_ingest"]["median_seconds"], 2)
+    if "ingest" in s and "features" in s:
+        r["ingest_vs_features"] = round(s["ingest"]["median_seconds"] / s["features"]["median_seconds"], 2)
     if "mllib" in s and "sklearn" in s:
         m, k = s["mllib"], s["sklearn"]
         r["mllib_vs_sklearn"] = {name: round(m[name]["fit_seconds"] / k["fit_seconds"], 1)
@@ -590,7 +774,8 @@ def _ratios(r: dict[str, Any]) -> None:
 def markdown(r: dict[str, Any]) -> str:
     s = r["steps"]
     rows = [f"| {r['customers']:,} customers, {r.get('lines') or 0:,} lines | seconds | peak GiB |", "|---|---|---|"]
-    for name, label in [("generate", "generate"), ("ingest", "custseg ingest"),
+    for name, label in [("generate", "generate"), ("ingest", "custseg ingest (median)"),
+                        ("duckdb_ingest", "DuckDB ingest (median)"),
                         ("features", "custseg features (median)"),
                         ("duckdb_features", "DuckDB features (median)"), ("e2e", "custseg run, end to end")]:
         if name in s:
@@ -614,14 +799,21 @@ def markdown(r: dict[str, Any]) -> str:
     if "sklearn" in s:
         rows.append(f"| scikit-learn Lloyd ({s['sklearn']['iterations']} it.) | "
                     f"{round(s['sklearn']['fit_seconds'], 3)} | {s['sklearn']['process_peak_rss_gib']} |")
-    if "features_vs_duckdb" in r:
-        rows.append(f"\nfeatures / DuckDB: {r['features_vs_duckdb']}x")
+    ratios = [f"{label}: {r[key]}x" for key, label in (
+        ("ingest_vs_duckdb", "ingest / DuckDB ingest"), ("ingest_vs_features", "ingest / features"),
+        ("features_vs_duckdb", "features / DuckDB")) if key in r]
+    if ratios:
+        rows.append("\n" + "; ".join(ratios))
     if "mllib_vs_sklearn" in r:
         rows.append(f"MLlib / scikit-learn: {r['mllib_vs_sklearn']}")
         rows.append(f"MLlib / scikit-learn per iteration: {r['mllib_vs_sklearn_per_iteration']}")
         if "block_seconds_per_extra_iteration" in s["mllib"]:
             rows.append(f"MLlib block solver: {s['mllib']['block_fixed_seconds']} s fixed per fit, "
                         f"{s['mllib']['block_seconds_per_extra_iteration']} s per further iteration")
+    if "ingest_agreement" in r:
+        ia = r["ingest_agreement"]
+        rows.append(f"ingest agreement: {'yes' if ia['agree'] else 'NO'} ({ia['clean_rows']:,} clean rows, "
+                    f"{ia['quarantined']:,} quarantined, {ia['duplicates']} duplicates; {len(ia['compared'])} facts)")
     if "agreement" in r:
         rows.append(f"agreement: {'yes' if r['agreement']['agree'] else 'NO'} ({r['agreement']['columns_compared']} "
                     f"columns, {r['agreement']['rows']:,} customers)")

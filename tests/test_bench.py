@@ -21,7 +21,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
     cmd = [sys.executable, str(REPO / "scripts" / "bench.py"), "--customers", "300", "--repeat", "1",
            "--iterations", "5", "--driver-memory", "2g", "--data-dir", str(tmp_path),
-           "--steps", "generate,ingest,features,duckdb,check,kmeans",
+           "--steps", "generate,ingest,duckdb_ingest,features,duckdb,check,kmeans",
            # its Spark processes run as the test session's JVM does (tests/conftest.py): C1 only, serial collector
            "--set", f"spark.conf.spark.driver.extraJavaOptions={SMALL_JVM}"]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1200)
@@ -31,8 +31,13 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert result["agreement"]["agree"], result["agreement"]["problems"]
     assert result["agreement"]["columns_compared"] >= 30
     assert result["agreement"]["rows"] > 250
+    ingest = result["ingest_agreement"]
+    assert ingest["agree"], ingest["problems"]
     steps = result["steps"]
-    for step in ("ingest", "features", "duckdb_features"):
+    assert ingest["clean_rows"] + ingest["quarantined"] + ingest["duplicates"] == result["lines"]
+    assert ingest["clean_rows"] > 10_000 and "clean rows (multiset)" in ingest["compared"]
+    assert result["ingest_vs_duckdb"] > 0 and result["ingest_vs_features"] > 0
+    for step in ("ingest", "duckdb_ingest", "features", "duckdb_features"):
         assert steps[step]["peak_rss_gib"] > 0
     assert steps["features"]["median_seconds"] > 0 and result["features_vs_duckdb"] > 0
     assert steps["sklearn"]["rows"] == steps["mllib"]["rows"] == result["agreement"]["rows"]
