@@ -353,7 +353,7 @@ def ingest_agreement(transactions: str, quarantine: str, duck: str, lines: int |
     import duckdb
 
     con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET TimeZone = 'UTC'; SET enable_progress_bar = false")
 
     def read(files: list[str]) -> str:
         return f"read_parquet([{', '.join(_sql_text(f) for f in files)}], hive_partitioning = false)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import unicodedata
 from collections.abc import Callable
+from decimal import Decimal
 
 import pytest
 from chispa import assert_df_equality
@@ -412,6 +413,36 @@ def test_records_that_share_a_hash_are_not_duplicates(spark: SparkSession) -> No
     df = df.withColumn("__record_hash", F.lit(7).cast("long"))
     out = df.transform(dedupe(True)).collect()
     assert sorted(r[C.RAW_RECORD]["product"] for r in out) == ["butter", "cheese", "milk"]
+
+
+TYPED_MAP = {"customer_id": "cust", "timestamp": "ts", "quantity": "qty", "unit_price": "price",
+             "transaction_id": "tx"}
+TYPED_SCHEMA = ("cust string, ts timestamp, qty int, price decimal(12,2), weight double, day date, gift boolean, "
+                "tx string, source_file string")
+
+
+def test_typed_records_are_compared_as_values(spark: SparkSession) -> None:
+    # a typed log (Parquet): 01:30 on 2023-10-29 in London is two instants (summer time, then winter time), which
+    # the same local text names; -0.0 and 0.0 are two values a person would tell apart in the file
+    summer, winter = (dt.datetime(2023, 10, 29, h, 30, tzinfo=dt.UTC) for h in (0, 1))
+    day = dt.date(2023, 10, 29)
+    line = ("c1", summer, 2, Decimal("1.50"), 0.0, day, True, "B1")
+    rows = [(*line, "file:/in/b.parquet"),
+            (*line, "file:/in/a.parquet"),  # the same record in a file that comes first: this copy is kept
+            ("c1", winter, 2, Decimal("1.50"), 0.0, day, True, "B1", "file:/in/a.parquet"),
+            ("c1", summer, 2, Decimal("1.50"), -0.0, day, True, "B1", "file:/in/a.parquet"),
+            ("c1", summer, 2, Decimal("1.5"), 0.0, day, True, "B1", "file:/in/c.parquet")]  # the same decimal
+    spark.conf.set("spark.sql.session.timeZone", "Europe/London")
+    try:
+        kept = validated(spark.createDataFrame(rows, TYPED_SCHEMA).repartition(2), TYPED_MAP) \
+            .transform(ingest.filter_clean).transform(ingest.clustered_by_day).transform(dedupe(True)) \
+            .select(F.date_format(C.TXN_TS, "HH:mm z").alias("t"), F.col(C.RAW_RECORD)["weight"].alias("w"),
+                    C.SOURCE_FILE).collect()
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
+    assert sorted(tuple(r) for r in kept) == [("01:30 BST", "-0.0", "file:/in/a.parquet"),
+                                              ("01:30 BST", "0.0", "file:/in/a.parquet"),
+                                              ("01:30 GMT", "0.0", "file:/in/a.parquet")]
 
 
 def test_without_a_transaction_id_equal_records_are_all_kept(spark: SparkSession) -> None:
