@@ -629,7 +629,8 @@ def main(argv: list[str] | None = None) -> int:
     if "features" in steps:
         runs = [measure(_custseg("features", *sets, f"--as-of={AS_OF}"), f"custseg features #{i + 1}")
                 for i in range(a.repeat)]
-        results["steps"]["features"] = median_of(runs)
+        results["steps"]["features"] = {**median_of(runs),
+                                        "stage_seconds": [_stage_seconds(r["output"]).get("features") for r in runs]}
     duck = data / f"duckdb_features_{tag}.parquet"
     if "duckdb" in steps:
         runs = [measure([*me, "--internal", "duckdb", str(out / C.TABLE_TRANSACTIONS), str(duck), AS_OF, str(a.threads),
