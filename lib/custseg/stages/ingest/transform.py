@@ -45,6 +45,8 @@ QUARANTINE_COLUMNS = tuple(catalog.QUARANTINE_SCHEMA.names)
 _RAW = "__raw_"
 _RECORD = "__record"  # every source column (`record_value`): what makes two lines the same line
 _RECORD_HASH = "__record_hash"
+_UNIQUE = "__line_key"
+_DUPLICATE = "__duplicate"
 
 # source types whose values compare equal exactly when they are the same value: they go into the record as they
 # are. Floating-point values go in as text (Spark takes -0.0 and 0.0 as equal, in comparisons and in the hash), and
@@ -55,13 +57,11 @@ _EXACT_TYPES = (T.StringType, T.IntegralType, T.DecimalType, T.BooleanType, T.Da
 
 def record_value(name: str, dtype: T.DataType) -> Column:
     """A source column as it goes into the record that tells two lines apart: the typed value where equal values
-    are the same value, else its text. Typed values skip rendering every timestamp and number as text (half the
-    cost of the record and its hash on a typed 10M-line log), and two instants that one local time names (a
-    daylight-saving change) stay two values."""
+    are the same value, else its text. Typed values skip rendering every timestamp and number as text, and two
+    instants that one local time names (a daylight-saving change) stay two values."""
     c = F.col(f"`{name}`")
     return c if isinstance(dtype, _EXACT_TYPES) else c.cast("string")
-_UNIQUE = "__line_key"
-_DUPLICATE = "__duplicate"
+
 
 @dataclass(frozen=True)
 class Checks:
