@@ -365,9 +365,9 @@ def ingest_agreement(transactions: str, quarantine: str, duck: str, lines: int |
              "returns", "files"]
     ours_files = delta_live_files(transactions)
     q_files = delta_live_files(quarantine)
+    theirs_clean = read([duck + "/part=clean/**/*.parquet"])
     ours = con.execute(f"SELECT {facts} FROM {read(ours_files)}").fetchone()
-    theirs = con.execute(f"SELECT {facts} FROM read_parquet({_sql_text(duck + '/part=clean/**/*.parquet')}, "
-                         "hive_partitioning = true)").fetchone()
+    theirs = con.execute(f"SELECT {facts} FROM {theirs_clean}").fetchone()
     reasons_q = f"SELECT {C.REASON}, count(*) FROM {{}} GROUP BY 1 ORDER BY 1"
     ours_reasons = con.execute(reasons_q.format(read(q_files))).fetchall() if q_files else []
     duck_q = list(Path(duck).glob("part=quarantine/**/*.parquet"))
@@ -384,8 +384,7 @@ def ingest_agreement(transactions: str, quarantine: str, duck: str, lines: int |
     business = ", ".join((C.CUSTOMER_ID, C.TRANSACTION_ID, C.TXN_TS, C.AMOUNT, C.QUANTITY, C.UNIT_PRICE, C.CATEGORY,
                           C.CHANNEL, C.COUNTRY, C.TXN_DATE))
     ours_rows = f"SELECT {business} FROM {read(ours_files)}"
-    theirs_rows = (f"SELECT {business} FROM read_parquet({_sql_text(duck + '/part=clean/**/*.parquet')}, "
-                   "hive_partitioning = false)")
+    theirs_rows = f"SELECT {business} FROM {theirs_clean}"
     for label, a, b in (("only in custseg's", ours_rows, theirs_rows), ("only in DuckDB's", theirs_rows, ours_rows)):
         row = con.execute(f"SELECT count(*) FROM ({a} EXCEPT ALL {b})").fetchone()
         if row is not None and row[0]:
