@@ -106,6 +106,15 @@ def tree_rss(root: int) -> tuple[int, int]:
     return private, total
 
 
+# a line of the JVM's log at WARN or above, in custseg's log4j2 layout (lib/custseg/io/log4j2.properties)
+JVM_WARNING = re.compile(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d (?:WARN|ERROR|FATAL) .*$", re.M)
+
+
+def jvm_warnings(output: str) -> list[str]:
+    """The JVM's warnings in a process's output, without their time stamps."""
+    return [m.group(0).split(" ", 2)[2] for m in JVM_WARNING.finditer(output)]
+
+
 def measure(cmd: list[str], label: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run `cmd`, returning wall seconds, peak tree RSS and its output; raise if it fails."""
     t0 = time.perf_counter()
@@ -136,7 +145,9 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"median_seconds": round(statistics.median(r["seconds"] for r in runs), 2),
             "runs_seconds": [r["seconds"] for r in runs],
             "peak_rss_gib": max(r["peak_rss_gib"] for r in runs),
-            "peak_rss_with_files_gib": max(r["peak_rss_with_files_gib"] for r in runs)}
+            "peak_rss_with_files_gib": max(r["peak_rss_with_files_gib"] for r in runs),
+            # what the JVM printed at WARN or above (the user reads these): each distinct one once
+            "jvm_warnings": sorted({w for r in runs for w in jvm_warnings(r["output"])})}
 
 
 # --- the DuckDB reference ------------------------------------------------------------------------
@@ -588,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     raw, out = data / f"raw_{tag}", data / f"out_{tag}"
     data.mkdir(parents=True, exist_ok=True)
     sets = [f"--set=input.path={raw}", "--set=input.format=parquet", f"--set=output.root={out}",
-            f"--set=spark.driver_memory={a.driver_memory}", "--set=spark.log_level=ERROR",
+            f"--set=spark.driver_memory={a.driver_memory}",  # the log level as a user has it: its warnings are counted
             f"--set=generate.path={raw}", f"--set=generate.truth_path={data / f'truth_{tag}'}",
             "--set=generate.format=parquet", f"--set=generate.customers={a.customers}",
             f"--set=generate.activity={a.activity}", f"--set=generate.categories={a.categories}",

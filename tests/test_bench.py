@@ -39,6 +39,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert result["ingest_vs_duckdb"] > 0 and result["ingest_vs_features"] > 0
     for step in ("ingest", "duckdb_ingest", "features", "duckdb_features"):
         assert steps[step]["peak_rss_gib"] > 0
+    # custseg's processes ran at the log level a user has (WARN), and the JVM printed no warning
+    assert steps["ingest"]["jvm_warnings"] == steps["features"]["jvm_warnings"] == [], steps["ingest"]["jvm_warnings"]
     assert steps["features"]["median_seconds"] > 0 and result["features_vs_duckdb"] > 0
     assert steps["sklearn"]["rows"] == steps["mllib"]["rows"] == result["agreement"]["rows"]
     assert set(result["mllib_vs_sklearn"]) >= {"kmeans_random_row", "kmeans_random_block", "bisecting_kmeans"}

@@ -37,10 +37,11 @@ def parse_id(c: Column, dtype: T.DataType, missing: Sequence[str] = ()) -> Colum
     s = c.cast("string")
     # Most ids are ASCII (valid UTF-8 with as many bytes as characters). In ASCII text EDGE_SPACE's characters
     # are \s's (\p{Z} adds only the space): a trim of those six, with no regular expression and nothing to
-    # normalise. Other ids take the regular expressions.
+    # normalise. Other ids take the regular expressions. btrim, not trim: Spark logs a deprecation warning for
+    # trim's two-argument form on every run.
     ascii_only = (F.octet_length(s) == F.char_length(s)) & F.is_valid_utf8(s)
     edged = F.regexp_replace(s, EDGE_SPACE, "")
-    t = F.when(ascii_only, F.trim(s, F.lit(ASCII_SPACE))).when(
+    t = F.when(ascii_only, F.btrim(s, F.lit(ASCII_SPACE))).when(
         edged.rlike("[^\\x00-\\x7F]"),
         F.call_function("reflect", F.lit("com.ibm.icu.text.Normalizer"), F.lit("compose"), edged, F.lit(False)),
     ).otherwise(edged)
